@@ -1,0 +1,161 @@
+"""Inner maximisation of SAU (paper eq. 13, constraint): shared PGD, and vanilla PGD.
+
+Variant A of the paper's ablation is :class:`SharedPGD`; variant C is :class:`PGD`.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .losses import js_divergence, masked_sum
+from .perturbation import PixelSpace, init_perturbation, project
+from .precision import Precision
+
+
+class PGDResult(NamedTuple):
+    pert: torch.Tensor  # eps in pixel space, detached
+    x_adv: torch.Tensor  # normalised x~ = normalize(denormalize(x) + eps), detached
+    steps: int  # PGD steps actually run (shared PGD stops early)
+
+
+class _PGDBase:
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        bound: float = 0.2,
+        norm: str = "L_inf",
+        step_size: float = 0.2,
+        steps: int = 5,
+        init: str = "max",
+        mean: Sequence[float] = (0.0,),
+        std: Sequence[float] = (1.0,),
+        precision: Optional[Precision] = None,
+        generator: Optional[torch.Generator] = None,
+    ):
+        self.model = model
+        self.bound, self.norm, self.step_size, self.steps, self.init = bound, norm, step_size, steps, init
+        self.space = PixelSpace(mean, std)
+        self.precision = precision or Precision(dtype=None, channels_last=False)
+        self.generator = generator
+
+    def _start(self, images: torch.Tensor):
+        x01 = self.space.denormalize(images).detach()
+        pert = init_perturbation(x01, self.init, self.norm, self.bound, self.generator)
+        return x01, pert
+
+    def _step(self, pert: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        # Descend the loss (ours is written as a quantity to minimise), then project onto S.
+        return project(pert - self.step_size * grad.sign(), self.norm, self.bound)
+
+    def _grad(self, loss: torch.Tensor, pert: torch.Tensor) -> torch.Tensor:
+        # Gradient w.r.t. the perturbation only: no parameter gradients are computed.
+        if self.precision.dtype is torch.float16:
+            loss = loss * 1024.0  # keeps fp16 gradients from underflowing; sign() ignores the scale
+        (grad,) = torch.autograd.grad(loss, pert)
+        return grad
+
+
+class SharedPGD(_PGDBase):
+    r"""Shared adversarial examples by PGD, SAU's inner maximisation (variant A).
+
+    Wei et al., "Shared Adversarial Unlearning: Backdoor Mitigation by Unlearning
+    Shared Adversarial Examples", NeurIPS 2023, eq. (13) inner problem:
+    max_{eps in S} beta_1 * L_adv (eq. 10) + beta_2 * L_share (eq. 11).
+
+    Per step, with the reference's masks: the CE of a model is pushed up only on
+    samples it still classifies as on clean input, the JS divergence between the two
+    models is pushed down only on samples not yet shared (h(x~) = h_bd(x~), both
+    changed); the loop stops once every sample is shared.
+
+    Arguments:
+        model (nn.Module): model being purified, h (eval mode).
+        model_ref (nn.Module): frozen backdoored model, h_bd (eval mode).
+        beta_1 (float): weight of L_adv. Default: 0.01.
+        beta_2 (float): weight of L_share. Default: 1.
+        bound (float): radius of S (``trigger_norm``). Default: 0.2.
+        norm (str): 'L_inf', 'L2' or 'L1'. Default: 'L_inf'.
+        step_size (float): PGD step (``adv_lr``). Default: 0.2.
+        steps (int): PGD steps (``adv_steps``). Default: 5.
+        init (str): 'max', 'min', 'zero' or 'random'. Default: 'max'.
+        mean, std: the normalisation the models expect; eps is added in [0, 1] pixel space.
+
+    Shape:
+        images: (N, C, H, W) normalised; labels: (N,). Returns a :class:`PGDResult`.
+
+    Examples::
+        >>> attack = SharedPGD(model, backdoored, mean=(0.4914, 0.4822, 0.4465), std=(0.247, 0.243, 0.261))
+        >>> pert, x_adv, steps = attack(images, labels)
+    """
+
+    def __init__(self, model: nn.Module, model_ref: nn.Module, *, beta_1: float = 0.01, beta_2: float = 1.0, **kwargs):
+        super().__init__(model, **kwargs)
+        self.model_ref = model_ref
+        self.beta_1, self.beta_2 = beta_1, beta_2
+
+    def __call__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        clean_pred: Optional[torch.Tensor] = None,
+        clean_pred_ref: Optional[torch.Tensor] = None,
+    ) -> PGDResult:
+        """``clean_pred`` / ``clean_pred_ref``: argmax of h / h_bd on the clean batch, if the
+        caller has them (they never change during the steps); computed here otherwise."""
+        if clean_pred is None or clean_pred_ref is None:
+            with torch.no_grad(), self.precision.autocast():
+                if clean_pred is None:
+                    clean_pred = self.model(images).argmax(1)
+                if clean_pred_ref is None:
+                    clean_pred_ref = self.model_ref(images).argmax(1)
+        x01, pert = self._start(images)
+        n = images.shape[0]
+        steps = 0
+        for steps in range(1, self.steps + 1):
+            pert.requires_grad_(True)
+            x_adv = self.space.perturb(x01, pert)
+            with self.precision.autocast():
+                logits, logits_ref = self.model(x_adv).float(), self.model_ref(x_adv).float()
+            pred, pred_ref = logits.argmax(1), logits_ref.argmax(1)
+            fooled = pred != clean_pred  # success_attack
+            fooled_ref = pred_ref != clean_pred_ref  # success_attack_ref
+            shared = fooled & fooled_ref & (pred == pred_ref)
+
+            # eq. (10) L_adv, maximised: CE only where a model is not fooled yet.
+            loss_adv = -(
+                masked_sum(F.cross_entropy(logits, labels, reduction="none"), ~fooled)
+                + masked_sum(F.cross_entropy(logits_ref, labels, reduction="none"), ~fooled_ref)
+            ) / (2 * n)
+            # eq. (11) L_share = -JS, maximised: JS minimised where not yet shared.
+            loss_share = masked_sum(js_divergence(logits, logits_ref), ~shared) / n
+            loss = self.beta_1 * loss_adv + self.beta_2 * loss_share
+
+            pert = self._step(pert.detach(), self._grad(loss, pert))
+            if bool(shared.all()):
+                break
+        return PGDResult(pert.detach(), self.space.perturb(x01, pert).detach(), steps)
+
+
+class PGD(_PGDBase):
+    r"""Vanilla PGD on the purified model only (variant C): max_{eps in S} CE(h(x~), y).
+
+    Same perturbation sets, initialisation and pixel-space plumbing as
+    :class:`SharedPGD`; no masks, no early stop.
+
+    Examples::
+        >>> pert, x_adv, steps = PGD(model, bound=0.2, step_size=0.2, steps=5)(images, labels)
+    """
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, *_, **__) -> PGDResult:
+        x01, pert = self._start(images)
+        for _ in range(self.steps):
+            pert.requires_grad_(True)
+            with self.precision.autocast():
+                logits = self.model(self.space.perturb(x01, pert)).float()
+            loss = -F.cross_entropy(logits, labels)
+            pert = self._step(pert.detach(), self._grad(loss, pert))
+        return PGDResult(pert.detach(), self.space.perturb(x01, pert).detach(), self.steps)
