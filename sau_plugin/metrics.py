@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core.precision import Precision
+from .core.precision import Precision, upcast
 
 
 def batches(*tensors: torch.Tensor, batch_size: int = 256, device=None) -> Iterator[Tuple[torch.Tensor, ...]]:
@@ -26,9 +26,9 @@ def batches(*tensors: torch.Tensor, batch_size: int = 256, device=None) -> Itera
 
 def _forward(model: nn.Module, x: torch.Tensor, precision: Optional[Precision]) -> torch.Tensor:
     if precision is None:
-        return model(x).float()
+        return upcast(model(x))
     with precision.autocast():
-        return model(precision.format(x)).float()
+        return upcast(model(precision.format(x)))
 
 
 @torch.no_grad()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .precision import upcast
+
 
 def js_divergence(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
     """Per-sample Jensen-Shannon divergence JS(p_a, p_b); -JS is L_share, eq. (11).
@@ -12,8 +14,8 @@ def js_divergence(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tenso
     Softmax outputs are clamped to >= 1e-8 before the logs, as in the reference:
     JS = 1/2 [p log p + q log q] - 1/2 [p log m + q log m], m = (p + q) / 2.
     """
-    p = F.softmax(logits_a.float(), dim=1).clamp(min=1e-8)
-    q = F.softmax(logits_b.float(), dim=1).clamp(min=1e-8)
+    p = F.softmax(upcast(logits_a), dim=1).clamp(min=1e-8)
+    q = F.softmax(upcast(logits_b), dim=1).clamp(min=1e-8)
     log_m = (0.5 * (p + q)).log()
     js = 0.5 * (p * p.log() + q * q.log()) - 0.5 * (p * log_m + q * log_m)
     return js.sum(dim=1)
@@ -35,7 +37,7 @@ def sar_loss(logits_adv: torch.Tensor, y_tilde: torch.Tensor, selected: torch.Te
     ( -log(1e-6 + min(sum_{k != y~} p_k, 0.999)) - log(1 + 1e-6 - max(p_{y~}, 0.001)) ) / 2.
     Divide by the batch size to get the reference's mean.
     """
-    p = F.softmax(logits_adv.float(), dim=1)
+    p = F.softmax(upcast(logits_adv), dim=1)
     p_y = p.gather(1, y_tilde.view(-1, 1)).squeeze(1)
     p_rest = (p * (1 - F.one_hot(y_tilde, p.shape[1]).to(p))).sum(dim=1)  # sum_{k != y~} p_k
     per_sample = -torch.log(1e-6 + p_rest.clamp(max=0.999)) - torch.log(1 + 1e-6 - p_y.clamp(min=0.001))

@@ -16,8 +16,8 @@ class PixelSpace:
     """Normalisation ``(x - mean) / std`` per channel, and its inverse."""
 
     def __init__(self, mean: Sequence[float] = (0.0,), std: Sequence[float] = (1.0,)):
-        self.mean = torch.as_tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1)
-        self.std = torch.as_tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1)
+        self.mean = torch.as_tensor(mean, dtype=torch.float64).reshape(1, -1, 1, 1)
+        self.std = torch.as_tensor(std, dtype=torch.float64).reshape(1, -1, 1, 1)
 
     def to(self, device) -> "PixelSpace":
         self.mean, self.std = self.mean.to(device), self.std.to(device)

@@ -13,13 +13,49 @@ import torch.nn.functional as F
 
 from .losses import js_divergence, masked_sum
 from .perturbation import PixelSpace, init_perturbation, project
-from .precision import Precision
+from .precision import Precision, upcast
 
 
 class PGDResult(NamedTuple):
     pert: torch.Tensor  # eps in pixel space, detached
     x_adv: torch.Tensor  # normalised x~ = normalize(denormalize(x) + eps), detached
     steps: int  # PGD steps actually run (shared PGD stops early)
+
+
+def shared_masks(pred: torch.Tensor, pred_ref: torch.Tensor, clean_pred: torch.Tensor, clean_pred_ref: torch.Tensor):
+    """Per-sample masks of the reference's shared PGD step.
+
+    fooled: h(x~) != h(x); fooled_ref: h_bd(x~) != h_bd(x);
+    shared: both fooled and h(x~) == h_bd(x~) (a shared adversarial example, Definition 1,
+    with "wrong" measured against each model's clean prediction, as the reference does).
+    """
+    fooled = pred != clean_pred
+    fooled_ref = pred_ref != clean_pred_ref
+    return fooled, fooled_ref, fooled & fooled_ref & (pred == pred_ref)
+
+
+def shared_objective(
+    logits: torch.Tensor,
+    logits_ref: torch.Tensor,
+    labels: torch.Tensor,
+    clean_pred: torch.Tensor,
+    clean_pred_ref: torch.Tensor,
+    beta_1: float,
+    beta_2: float,
+):
+    """The quantity shared PGD descends: beta_1 * (-L_adv) + beta_2 * (-L_share), masked.
+
+    Returns ``(loss, shared_mask)``. eq. (10) L_adv: CE of each model, only on samples it
+    is not fooled on yet, / 2B. eq. (11) L_share = -JS: JS only on samples not yet shared, / B.
+    """
+    n = logits.shape[0]
+    fooled, fooled_ref, shared = shared_masks(logits.argmax(1), logits_ref.argmax(1), clean_pred, clean_pred_ref)
+    loss_adv = -(
+        masked_sum(F.cross_entropy(logits, labels, reduction="none"), ~fooled)
+        + masked_sum(F.cross_entropy(logits_ref, labels, reduction="none"), ~fooled_ref)
+    ) / (2 * n)
+    loss_share = masked_sum(js_divergence(logits, logits_ref), ~shared) / n
+    return beta_1 * loss_adv + beta_2 * loss_share, shared
 
 
 class _PGDBase:
@@ -113,27 +149,13 @@ class SharedPGD(_PGDBase):
                 if clean_pred_ref is None:
                     clean_pred_ref = self.model_ref(images).argmax(1)
         x01, pert = self._start(images)
-        n = images.shape[0]
         steps = 0
         for steps in range(1, self.steps + 1):
             pert.requires_grad_(True)
             x_adv = self.space.perturb(x01, pert)
             with self.precision.autocast():
-                logits, logits_ref = self.model(x_adv).float(), self.model_ref(x_adv).float()
-            pred, pred_ref = logits.argmax(1), logits_ref.argmax(1)
-            fooled = pred != clean_pred  # success_attack
-            fooled_ref = pred_ref != clean_pred_ref  # success_attack_ref
-            shared = fooled & fooled_ref & (pred == pred_ref)
-
-            # eq. (10) L_adv, maximised: CE only where a model is not fooled yet.
-            loss_adv = -(
-                masked_sum(F.cross_entropy(logits, labels, reduction="none"), ~fooled)
-                + masked_sum(F.cross_entropy(logits_ref, labels, reduction="none"), ~fooled_ref)
-            ) / (2 * n)
-            # eq. (11) L_share = -JS, maximised: JS minimised where not yet shared.
-            loss_share = masked_sum(js_divergence(logits, logits_ref), ~shared) / n
-            loss = self.beta_1 * loss_adv + self.beta_2 * loss_share
-
+                logits, logits_ref = upcast(self.model(x_adv)), upcast(self.model_ref(x_adv))
+            loss, shared = shared_objective(logits, logits_ref, labels, clean_pred, clean_pred_ref, self.beta_1, self.beta_2)
             pert = self._step(pert.detach(), self._grad(loss, pert))
             if bool(shared.all()):
                 break
@@ -155,7 +177,7 @@ class PGD(_PGDBase):
         for _ in range(self.steps):
             pert.requires_grad_(True)
             with self.precision.autocast():
-                logits = self.model(self.space.perturb(x01, pert)).float()
+                logits = upcast(self.model(self.space.perturb(x01, pert)))
             loss = -F.cross_entropy(logits, labels)
             pert = self._step(pert.detach(), self._grad(loss, pert))
         return PGDResult(pert.detach(), self.space.perturb(x01, pert).detach(), self.steps)

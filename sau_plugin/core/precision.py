@@ -75,3 +75,8 @@ def choose_precision(device: torch.device | str, amp: bool) -> Precision:
             return Precision("cpu", torch.bfloat16, True, "bf16 autocast (cpu with native bf16)")
         return Precision("cpu", None, True, "fp32: amp requested but this CPU has no native bf16, so autocast is off")
     return Precision(device.type, None, False, f"fp32 (no autocast on {device.type})")
+
+
+def upcast(t: torch.Tensor) -> torch.Tensor:
+    """fp32 for half-precision autocast outputs; other dtypes (fp32, fp64) unchanged."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t

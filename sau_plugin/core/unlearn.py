@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from ..errors import NonFiniteLossError
 from .losses import sar_loss
 from .pgd import PGD, SharedPGD
-from .precision import Precision, choose_precision
+from .precision import Precision, choose_precision, upcast
 
 if TYPE_CHECKING:  # the core only reads attributes of the config
     from ..config import SAUConfig
@@ -77,9 +77,9 @@ def outer_loss(
     try:
         with precision.autocast():
             if x_adv is None:  # fine-tuning: clean data only
-                return {"loss": cfg.lmd_1 * F.cross_entropy(model(images).float(), labels)}
+                return {"loss": cfg.lmd_1 * F.cross_entropy(upcast(model(images)), labels)}
             # one forward over [x, x~], as the reference (this matters for train_mode's batch statistics)
-            logits, logits_adv = model(torch.cat([images, x_adv])).float().split(n)
+            logits, logits_adv = upcast(model(torch.cat([images, x_adv]))).split(n)
     finally:
         model.eval()
     loss_cl = F.cross_entropy(logits, labels)
@@ -91,7 +91,7 @@ def outer_loss(
         loss = loss + at_weight * parts["loss_at"]
     if cfg.outer == "sar":
         with torch.no_grad(), precision.autocast():
-            y_tilde = model_ref(x_adv).float().argmax(1)  # h_bd(x~)
+            y_tilde = model_ref(x_adv).argmax(1)  # h_bd(x~)
         potential = (y_tilde != labels) & (y_tilde != clean_pred_ref)
         parts["loss_sar"] = sar_loss(logits_adv, y_tilde, potential) / n
         parts["potential_poison"] = potential.float().mean()

@@ -1,0 +1,81 @@
+import re
+
+import pytest
+
+from sau_plugin import ConfigError, SAUConfig
+
+
+def test_defaults_are_backdoorbench_config_yaml():
+    c = SAUConfig()
+    assert (c.norm_type, c.trigger_norm, c.adv_lr, c.pgd_init, c.adv_steps) == ("L_inf", 0.2, 0.2, "max", 5)
+    assert (c.beta_1, c.beta_2, c.lmd_1, c.lmd_2, c.lmd_3, c.outer_steps) == (0.01, 1.0, 1.0, 0.0, 1.0, 1)
+    assert (c.lr, c.batch_size, c.n_rounds, c.ratio, c.random_seed) == (1e-4, 256, 100, 0.05, 0)
+    assert (c.client_optimizer, c.lr_scheduler, c.adam_betas, c.wd) == ("adam", "CosineAnnealingLR", (0.9, 0.999), 0.0)
+    assert c.train_mode is False and c.amp is True and c.variant == "sau"
+    assert (c.inner, c.outer) == ("shared", "sar")
+
+
+@pytest.mark.parametrize(
+    "changes, needle",
+    [
+        ({"trigger_norm": 0.0}, "trigger_norm"),
+        ({"trigger_norm": -1.0}, "trigger_norm"),
+        ({"adv_lr": 0}, "adv_lr"),
+        ({"norm_type": "Linf2"}, "norm_type must be one of L_inf, L2, L1"),
+        ({"pgd_init": "gauss"}, "pgd_init must be one of max, min, zero, random"),
+        ({"lmd_3": -0.5}, "lmd_3 must be >= 0"),
+        ({"beta_1": -1}, "beta_1 must be >= 0"),
+        ({"ratio": 0.0}, "ratio"),
+        ({"ratio": 1.5}, "(0, 1]"),
+        ({"variant": "bogus"}, "variant must be one of"),
+        ({"adv_steps": 0}, "adv_steps"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"device": "gpu"}, "device must be"),
+        ({"lr": float("nan")}, "lr must be a finite number"),
+        ({"amp": "maybe"}, "amp must be true or false"),
+    ],
+)
+def test_invalid_values_are_refused_with_what_is_allowed(changes, needle):
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        SAUConfig.from_mapping(changes)
+
+
+def test_unknown_key_is_refused_with_a_suggestion():
+    with pytest.raises(ConfigError, match="did you mean 'trigger_norm'"):
+        SAUConfig.from_mapping({"trigger_nrom": 0.1})
+
+
+def test_config_is_frozen_and_replace_validates():
+    c = SAUConfig()
+    with pytest.raises(Exception):
+        c.lr = 1.0  # type: ignore[misc]
+    c2 = c.replace(norm_type="L2", trigger_norm=5)
+    assert c2.norm_type == "L2" and c2.trigger_norm == 5.0 and c.norm_type == "L_inf"
+    with pytest.raises(ConfigError):
+        c.replace(norm_type="L3")
+
+
+def test_yaml_defaults_are_merged_under_overrides(tmp_path):
+    y = tmp_path / "c.yaml"
+    y.write_text("trigger_norm: 0.1\nadv_lr: 0.1\nn_rounds: 7\namp: True\nnum_workers: 4\nadam_betas: [0.9, 0.999]\nindex:\n")
+    c = SAUConfig.from_yaml(y, {"n_rounds": 3, "adv_lr": None})
+    assert (c.trigger_norm, c.adv_lr, c.n_rounds) == (0.1, 0.1, 3)
+    assert c.yaml_path == str(y)
+
+
+def test_yaml_errors_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        SAUConfig.from_yaml(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        SAUConfig.from_yaml(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        SAUConfig.from_yaml(listy)
+
+
+@pytest.mark.parametrize("alias, canonical", [("A+B", "sau"), ("C+D", "at"), ("a+d", "a+d"), ("C+B", "c+b"), ("FT", "ft")])
+def test_variant_aliases(alias, canonical):
+    assert SAUConfig.from_mapping({"variant": alias}).variant == canonical
