@@ -31,7 +31,7 @@ def _forward(model: nn.Module, x: torch.Tensor, precision: Optional[Precision]) 
         return upcast(model(precision.format(x)))
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate_clean(model: nn.Module, data: Iterable, precision: Optional[Precision] = None) -> Dict[str, float]:
     """ACC and mean clean loss in one pass over ``(x, y)`` batches."""
     model.eval()
@@ -46,7 +46,7 @@ def evaluate_clean(model: nn.Module, data: Iterable, precision: Optional[Precisi
     return {"test_acc": correct / max(1, total), "clean_test_loss_avg_over_batch": loss_sum / max(1, n_batches)}
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate_backdoor(model: nn.Module, data: Iterable, precision: Optional[Precision] = None) -> Dict[str, float]:
     """ASR and R-ACC (BackdoorBench's RA) from one pass over ``(x, y_backdoor, y_original)`` batches.
 

@@ -5,7 +5,8 @@ Variant A of the paper's ablation is :class:`SharedPGD`; variant C is :class:`PG
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Sequence
+import contextlib
+from typing import Iterator, NamedTuple, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -56,6 +57,20 @@ def shared_objective(
     ) / (2 * n)
     loss_share = masked_sum(js_divergence(logits, logits_ref), ~shared) / n
     return beta_1 * loss_adv + beta_2 * loss_share, shared
+
+
+@contextlib.contextmanager
+def frozen_parameters(*modules: nn.Module) -> Iterator[None]:
+    """Parameters stop requiring grad for the duration: PGD needs d loss / d eps only, and
+    autograd then neither computes nor keeps anything for weight gradients."""
+    params = [p for m in modules for p in m.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 class _PGDBase:
@@ -150,15 +165,17 @@ class SharedPGD(_PGDBase):
                     clean_pred_ref = self.model_ref(images).argmax(1)
         x01, pert = self._start(images)
         steps = 0
-        for steps in range(1, self.steps + 1):
-            pert.requires_grad_(True)
-            x_adv = self.space.perturb(x01, pert)
-            with self.precision.autocast():
-                logits, logits_ref = upcast(self.model(x_adv)), upcast(self.model_ref(x_adv))
-            loss, shared = shared_objective(logits, logits_ref, labels, clean_pred, clean_pred_ref, self.beta_1, self.beta_2)
-            pert = self._step(pert.detach(), self._grad(loss, pert))
-            if bool(shared.all()):
-                break
+        with frozen_parameters(self.model, self.model_ref):
+            for steps in range(1, self.steps + 1):
+                pert.requires_grad_(True)
+                x_adv = self.space.perturb(x01, pert)
+                with self.precision.autocast():
+                    logits, logits_ref = upcast(self.model(x_adv)), upcast(self.model_ref(x_adv))
+                loss, shared = shared_objective(logits, logits_ref, labels, clean_pred, clean_pred_ref,
+                                                self.beta_1, self.beta_2)
+                pert = self._step(pert.detach(), self._grad(loss, pert))
+                if bool(shared.all()):
+                    break
         return PGDResult(pert.detach(), self.space.perturb(x01, pert).detach(), steps)
 
 
@@ -174,10 +191,11 @@ class PGD(_PGDBase):
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, *_, **__) -> PGDResult:
         x01, pert = self._start(images)
-        for _ in range(self.steps):
-            pert.requires_grad_(True)
-            with self.precision.autocast():
-                logits = upcast(self.model(self.space.perturb(x01, pert)))
-            loss = -F.cross_entropy(logits, labels)
-            pert = self._step(pert.detach(), self._grad(loss, pert))
+        with frozen_parameters(self.model):
+            for _ in range(self.steps):
+                pert.requires_grad_(True)
+                with self.precision.autocast():
+                    logits = upcast(self.model(self.space.perturb(x01, pert)))
+                loss = -F.cross_entropy(logits, labels)
+                pert = self._step(pert.detach(), self._grad(loss, pert))
         return PGDResult(pert.detach(), self.space.perturb(x01, pert).detach(), self.steps)
