@@ -109,6 +109,25 @@ def test_leaderboard_rows_and_merge(record, capsys, tmp_path):
     assert any(r["dataset"] == "gtsrb" for r in rows)
 
 
+def test_leaderboard_one_row_per_run_whatever_the_table_label(record, capsys, tmp_path):
+    board = tmp_path / "board.csv"
+    for label in ("BadNets", "BadNets 10%"):  # Table 2 and Table 4 show the same run under two labels
+        assert run_cli(capsys, "--record_dir", str(record), "--attacks", f"badnet_0_1={label}", "--defenses", "sau",
+                       "--leaderboard", str(board))[0] == 0
+    rows = list(csv.DictReader(board.open()))
+    assert [(r["attack"], r["defense"]) for r in rows] == [("badnet", "none"), ("badnet", "sau")]
+
+
+def test_leaderboard_nan_status(record, capsys):
+    from _record_tree import RecordTree
+
+    RecordTree(record).sau("blended_0_1", 0.9, float("nan"), 0.6)
+    code, out, _ = run_cli(capsys, "--record_dir", str(record), "--attacks", "blended_0_1", "--defenses", "sau",
+                           "--leaderboard", "-", "-o", str(record / "table.md"))
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert (rows[1]["ACC"], rows[1]["ASR"], rows[1]["DER"], rows[1]["status"]) == ("90.0000", "nan", "nan", "nan")
+
+
 def test_errors_are_one_line_exit_2(record, capsys, tmp_path):
     code, _, err = run_cli(capsys, "--record_dir", str(tmp_path / "nope"))
     assert code == 2 and err.startswith("error: record folder") and err.count("\n") == 1

@@ -244,8 +244,10 @@ def render_csv(table: Table) -> str:
 # ---------------------------------------------------------------------------------------------------------
 # leaderboard: one line per (dataset, model, attack, poisoning ratio, defense)
 
-LEADERBOARD_KEY = ("dataset", "model", "attack", "attack_label_trans", "pratio", "defense")
-LEADERBOARD_FIELDS = LEADERBOARD_KEY + ("ACC", "ASR", "R-ACC", "DER", "status", "record", "source")
+# One line per (dataset, model, attack, poisoning ratio, defense) of each attack folder: the
+# folder is part of the key, so rows of runs without metadata never overwrite each other.
+LEADERBOARD_KEY = ("dataset", "model", "attack", "attack_label_trans", "pratio", "defense", "record")
+LEADERBOARD_FIELDS = LEADERBOARD_KEY[:-1] + ("ACC", "ASR", "R-ACC", "DER", "status", "record", "source")
 
 
 def _num(cell: Cell) -> str:
@@ -257,14 +259,15 @@ def leaderboard_rows(results: Sequence[AttackResults], defenses: Sequence[str],
     """Rows in percent (4 decimals); ``status`` is ok, missing or nan; missing figures stay empty.
 
     Metadata comes from the attack's ``info.pickle`` (see ``read_attack_info``), else
-    from ``fallback`` (command-line values); ``attack`` is the row label when one was
-    given, else the attack name BackdoorBench recorded, else the folder name.
+    from ``fallback`` (command-line values); ``attack`` is the attack name BackdoorBench
+    recorded, else the row label (the folder name unless one was given), so that a run
+    shown under different labels in different tables stays one row.
     """
     fallback = dict(fallback or {})
     rows = []
     for res in results:
         meta = {k: res.info.get(k, fallback.get(k, "")) for k in ("dataset", "model", "pratio", "attack_label_trans")}
-        attack = res.label if res.label != res.folder else str(res.info.get("attack", res.folder))
+        attack = str(res.info.get("attack") or res.label)
         for name in (NO_DEFENSE,) + tuple(defenses):
             run = res.no_defense if name == NO_DEFENSE else res.defenses.get(name, Run(None))
             cells = [_figure_cell(run.figures, a) for a in ("acc", "asr", "ra")]
