@@ -195,7 +195,7 @@ def test_reevaluate_measures_each_defense_result(record, capsys, stub_record):
     # SAU's CSV said 89.31 / 1.53: re-evaluation replaced it
     assert sau[3] == "**" + f"{100 * (0.9503 - 0.0 - (0.9132 - 0.5) + 1) / 2:.2f}" + "**"
     assert ibau == ["missing"] * 4
-    assert "badnet_0_1/defense/i-bau: no defense_result.pt to re-evaluate" in out
+    assert "badnet_0_1/defense/i-bau: not run (no folder)" in out
     assert "badnet_0_1/defense/nc: re-evaluated; caveat: when NC detects a backdoor" in out
 
 
@@ -208,6 +208,14 @@ def test_reevaluate_uses_attack_model_when_the_reader_offers_it(record, capsys, 
     assert rows[1][1:5] == ["25.00", "100.00", "0.00", "N/A"]
     # DER against the re-evaluated No Defense: (1 - 0 - max(0, 0.25 - 0.5) + 1) / 2
     assert rows[1][5:9] == ["50.00", "0.00", "50.00", "100.00"]
+
+
+def test_reevaluate_reads_no_test_set_when_nothing_is_saved(record, capsys, stub_record):
+    (record / "badnet_0_1" / "defense" / "sau" / "defense_result.pt").unlink()  # CSV only
+    code, out, _ = run_cli(capsys, "--record_dir", str(record), "--attacks", "badnet_0_1", "--defenses", "sau",
+                           "--reevaluate")
+    assert code == 0 and stub_record.calls == []
+    assert "badnet_0_1/defense/sau: no defense_result.pt to re-evaluate" in out  # its CSV is not used instead
 
 
 def test_reevaluate_reports_unusable_files(record, capsys, stub_record):

@@ -142,6 +142,9 @@ class Reevaluator:
         self.module = module if module is not None else record_module()
 
     def __call__(self, attack_dir: Path, defenses: Sequence[str]) -> Tuple[Optional[Run], Dict[str, Run]]:
+        if not any((attack_dir / "defense" / d / "defense_result.pt").is_file() for d in defenses) \
+                and not hasattr(self.module, "load_attack_model"):
+            return None, {d: self._defense(attack_dir, d, None) for d in defenses}  # nothing to measure
         try:
             sets = EvalSets.coerce(self.module.load_eval_sets(attack_dir))
         except SAUError as exc:
@@ -161,9 +164,11 @@ class Reevaluator:
         except SAUError as exc:
             return missing(f"{attack_dir.name}: --reevaluate could not measure the attacked model: {exc}")
 
-    def _defense(self, attack_dir: Path, name: str, sets: EvalSets) -> Run:
+    def _defense(self, attack_dir: Path, name: str, sets: Optional[EvalSets]) -> Run:
         rel = f"{attack_dir.name}/defense/{name}"
         path = attack_dir / "defense" / name / "defense_result.pt"
+        if not path.parent.is_dir():
+            return missing(f"{rel}: not run (no folder)")
         if not path.is_file():
             return missing(f"{rel}: no defense_result.pt to re-evaluate")
         try:
