@@ -62,7 +62,7 @@ def test_table2_dry_run_lists_all_7_x_8_runs(tmp_path):
             script = "sau_plugin" if name == "sau" else name
             hits = [c for c in defenses if f"./defense/{script}.py --result_file {folder} " in c]
             assert len(hits) == 1, (attack, name)
-            assert f"--dataset cifar10 --model preactresnet18" in hits[0]
+            assert "--dataset cifar10 --model preactresnet18" in hits[0]
     anp = [c for c in defenses if "./defense/anp.py" in c]
     assert all(c.endswith("--pruning_by threshold --pruning_number 0.4") for c in anp)
     sau = [c for c in defenses if "sau_plugin.py" in c]
