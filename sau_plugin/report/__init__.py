@@ -1,0 +1,13 @@
+"""Paper tables and leaderboard rows from BackdoorBench record folders (issue 7).
+
+* :mod:`.collect` - where each defense leaves its final figures, and reading them;
+* :mod:`.evaluate` - ``--reevaluate``: every saved model measured by the plugin's evaluator;
+* :mod:`.table` - the table (DER, Average row, best / second marks) and its renderings, pure;
+* :mod:`.cli` - ``sau-plugin report``.
+"""
+
+from .collect import NO_DEFENSE, AttackResults, Figures, Run, collect, read_defense, read_no_defense
+from .table import Cell, Table, build_table, leaderboard_rows, render_csv, render_latex, render_markdown
+
+__all__ = ["NO_DEFENSE", "AttackResults", "Figures", "Run", "collect", "read_defense", "read_no_defense", "Cell",
+           "Table", "build_table", "leaderboard_rows", "render_csv", "render_latex", "render_markdown"]

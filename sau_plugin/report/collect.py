@@ -1,0 +1,368 @@
+"""Reading the final figures each run leaves in a BackdoorBench record tree.
+
+BackdoorBench's defenses do not agree on where, or in what shape, they write their
+figures. What follows was read in SCLBD/BackdoorBench at commit f02e353 (file:line);
+every figure there is a fraction in columns ``test_acc`` (ACC), ``test_asr`` (ASR)
+and ``test_ra`` (R-ACC). All seven scripts below use exactly these three names.
+
+Two CSV shapes occur:
+
+* a *summary* (``Metric_Aggregator.summary()``, utils/trainer_cls.py:74-89 with
+  ``last_and_valid_max`` at :36-48): rows ``last`` (last non-empty value of each
+  column), ``valid_max`` (maximum over epochs: not a final figure, and for ASR the
+  worst one) and ``exist_nan_value``;
+* a *per-step table* (``Metric_Aggregator.to_dataframe()``): rows 0, 1, ...; the
+  final figures are in the last row. Several defenses write this shape under a name
+  ending in ``_df_summary.csv``.
+
+NaN metrics are stored as the string ``nan_value`` (trainer_cls.py:56-63); they are
+read as NaN and shown as NaN, never replaced by another row.
+
+No defense
+    ``record/<attack>/attack_df_summary.csv``, row ``last``. Written by
+    ``agg_save_summary`` (trainer_cls.py:1326-1327) with ``save_prefix='attack'``
+    (attack/badnet.py:244; blended, sig, lf and ssba subclass BadNet), and directly
+    by attack/inputaware.py:601 and attack/wanet.py:480.
+ANP (``defense/anp/``)
+    ``anp_df_summary.csv``: despite the name a one-row per-step table
+    (``agg.to_dataframe().to_csv``, anp.py:831 when ``--pruning_number`` is given,
+    anp.py:880 otherwise); the figures are that row. Caveat: with
+    ``--pruning_number`` the row measures the model pruned at that fixed threshold,
+    but ``defense_result.pt`` holds ``model_pru``, the model chosen by the threshold
+    sweep (anp.py:834-839), so ``--reevaluate`` measures a different model.
+    ``threshold_df.csv`` is the sweep, not a final figure.
+FP (``defense/fp/``)
+    ``finetune_df_summary.csv``, row ``last``: after pruning, fp.py:406-426
+    fine-tunes the pruned model with ``save_prefix "finetune"`` and saves that model
+    (fp.py:428-433). ``prune_log_summary.csv`` (fp.py:383) holds the pruning sweep
+    *before* fine-tuning; its ``last`` row is used only when no fine-tuning summary
+    exists and ``defense_result.pt`` does (a finished run with ``epochs: 0``).
+    The saved state_dict keeps ``torch.nn.utils.prune``'s ``weight_orig`` /
+    ``weight_mask`` keys; ``--reevaluate`` folds them into ``weight``.
+NAD (``defense/nad/``)
+    ``nad_df_summary.csv``, row ``last`` (student training, ``save_prefix='nad'``,
+    nad.py:852, summary written at nad.py:237). ``nad_te_df_summary.csv`` is the
+    teacher's fine-tuning (nad.py:828), not the defended model.
+NC (``defense/nc/``)
+    ``nc_df_summary.csv``, in one of two shapes: when no backdoor is detected, a
+    one-row per-step table of the unchanged model (nc.py:733); when one is, the
+    summary of the unlearning fine-tuning (``save_prefix='nc'``, nc.py:838), row
+    ``last``. Caveat: in the second case the trainer fine-tunes the model built at
+    nc.py:600 (trainer set at nc.py:613), but ``defense_result.pt`` holds a fresh copy
+    of the *backdoored* weights (nc.py:760-761, saved at nc.py:847-852), so
+    ``--reevaluate`` measures no defense at all.
+EP (``defense/ep/``)
+    ``ep_df_summary.csv``: a one-row per-step table for the chosen ``u``
+    (ep.py:444-452). ``u_step_df.csv`` (ep.py:401) is the sweep over ``u``.
+i-BAU (``defense/i-bau/``)
+    ``i-bau_df_summary.csv``, row ``last`` (i-bau.py:602); ``i-bau_df.csv`` per round.
+SAU (``defense/sau/``; BackdoorBench's own sau.py and this plugin)
+    ``sau_df_summary.csv``, row ``last`` (sau.py:576). The plugin writes the same
+    files under ``defense/<defense_name>/`` plus ``sau_result.json`` (key ``after``),
+    which is read when no summary is found.
+
+Any other defense name (the plugin's variants such as ``ft`` or ``sau_l2``) is read
+as the plugin writes it: ``<name>_df_summary.csv``, else ``sau_df_summary.csv``, else
+``sau_result.json``, else the only ``*_df_summary.csv`` in the folder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import pandas as pd
+
+from ..errors import RecordError
+
+NO_DEFENSE = "none"
+METRIC_COLUMNS = {"acc": "test_acc", "asr": "test_asr", "ra": "test_ra"}
+_NAN_STRINGS = {"", "nan", "nan_value", "none", "null"}
+
+
+@dataclass(frozen=True)
+class Figures:
+    """Final ACC / ASR / R-ACC of one run, as fractions (NaN where the file says NaN)."""
+
+    acc: float
+    asr: float
+    ra: float
+    source: str  # where they were read, e.g. "defense/fp/finetune_df_summary.csv, row last"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One (attack, defense) cell group: figures, or the reason there are none."""
+
+    figures: Optional[Figures]
+    notes: Tuple[str, ...] = ()
+
+    @property
+    def found(self) -> bool:
+        return self.figures is not None
+
+
+def missing(reason: str, *more: str) -> Run:
+    return Run(None, (reason,) + more)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# CSV / JSON readers (pure: a file in, Figures or an error out)
+
+def _to_float(value) -> float:
+    if value is None:
+        return math.nan
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip()
+    if text.lower() in _NAN_STRINGS:
+        return math.nan
+    try:
+        return float(text)
+    except ValueError:
+        raise RecordError(f"expected a number, found {text!r}") from None
+
+
+def read_final_row(path: Path) -> Tuple[Dict[str, object], str, bool]:
+    """The final row of a BackdoorBench metrics CSV (either shape; see the module docstring).
+
+    Returns ``(row, row_name, nan_seen)``: the row as a dict of raw strings, ``"last"``
+    or the index of the last data row, and whether the file reports NaN values anywhere
+    (an ``exist_nan_value`` row with a True, or a ``nan_value`` cell).
+    """
+    try:
+        df = pd.read_csv(path, index_col=0, dtype=str, keep_default_na=False)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise RecordError(f"{path} is not a readable CSV ({exc})") from None
+    if df.empty:
+        raise RecordError(f"{path} holds no rows")
+    index = [str(i) for i in df.index]
+    nan_seen = bool((df.apply(lambda col: col.str.strip().str.lower() == "nan_value")).to_numpy().any())
+    if "exist_nan_value" in index:
+        flags = df.loc[df.index[index.index("exist_nan_value")]]
+        nan_seen = nan_seen or any(str(v).strip().lower() == "true" for v in flags)
+    if "last" in index:
+        pos, name = index.index("last"), "last"
+    else:
+        data_rows = [i for i, label in enumerate(index) if label not in ("valid_max", "exist_nan_value")]
+        if not data_rows:
+            raise RecordError(f"{path} has no data row")
+        pos = data_rows[-1]
+        name = index[pos]
+    return df.iloc[pos].to_dict(), name, nan_seen
+
+
+def figures_from_row(row: Mapping[str, object], source: str) -> Figures:
+    """ACC / ASR / R-ACC from a row with BackdoorBench's column names (fractions)."""
+    absent = [col for col in METRIC_COLUMNS.values() if col not in row]
+    if absent:
+        raise RecordError(
+            f"{source}: no column {', '.join(absent)} (columns: {', '.join(map(str, row)) or 'none'})"
+        )
+    try:
+        values = {key: _to_float(row[col]) for key, col in METRIC_COLUMNS.items()}
+    except RecordError as exc:
+        raise RecordError(f"{source}: {exc}") from None
+    return Figures(source=source, **values)
+
+
+def read_csv_figures(path: Path, label: str) -> Tuple[Figures, Tuple[str, ...]]:
+    row, row_name, nan_seen = read_final_row(path)
+    figures = figures_from_row(row, f"{label}, row {row_name}")
+    notes = (f"{label}: the run reports NaN values (exist_nan_value / nan_value)",) if nan_seen else ()
+    return figures, notes
+
+
+def read_json_figures(path: Path, label: str) -> Tuple[Figures, Tuple[str, ...]]:
+    """The plugin's ``sau_result.json``: key ``after`` with test_acc / test_asr / test_ra."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RecordError(f"{path} is not readable JSON ({exc})") from None
+    after = data.get("after") if isinstance(data, dict) else None
+    if not isinstance(after, dict):
+        raise RecordError(f"{label}: no 'after' dict")
+    return figures_from_row(after, f"{label}, key after"), ()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Per-defense sources: an ordered list of candidate files; the first that exists (and whose
+# condition holds) is read. A candidate that exists but cannot be read is reported, not skipped.
+
+@dataclass(frozen=True)
+class Candidate:
+    filename: str
+    needs_result_pt: bool = False  # only trusted when the run finished (defense_result.pt written last)
+
+
+@dataclass(frozen=True)
+class DefenseSource:
+    name: str  # folder name under record/<attack>/defense/
+    label: str  # column header in the paper
+    candidates: Tuple[Candidate, ...]
+    caveat: str = ""  # what --reevaluate of defense_result.pt really measures, when it differs
+    glob_fallback: bool = False  # accept the only *_df_summary.csv when no candidate exists
+
+
+def _plugin_like(name: str, label: str) -> DefenseSource:
+    names = [f"{name}_df_summary.csv"] + (["sau_df_summary.csv"] if name != "sau" else [])
+    return DefenseSource(name, label, tuple(Candidate(n) for n in names) + (Candidate("sau_result.json"),),
+                         glob_fallback=True)
+
+
+REGISTRY: Dict[str, DefenseSource] = {
+    "anp": DefenseSource("anp", "ANP", (Candidate("anp_df_summary.csv"),),
+                         caveat="with --pruning_number, anp_df_summary.csv measures the fixed-threshold model but "
+                                "defense_result.pt holds the model chosen by the threshold sweep"),
+    "fp": DefenseSource("fp", "FP", (Candidate("finetune_df_summary.csv"),
+                                     Candidate("prune_log_summary.csv", needs_result_pt=True))),
+    "nad": DefenseSource("nad", "NAD", (Candidate("nad_df_summary.csv"),)),
+    "nc": DefenseSource("nc", "NC", (Candidate("nc_df_summary.csv"),),
+                        caveat="when NC detects a backdoor, its defense_result.pt holds the backdoored weights, "
+                               "not the unlearned model, so re-evaluating it measures no defense"),
+    "ep": DefenseSource("ep", "EP", (Candidate("ep_df_summary.csv"),)),
+    "i-bau": DefenseSource("i-bau", "i-BAU", (Candidate("i-bau_df_summary.csv"),)),
+    "sau": _plugin_like("sau", "SAU"),
+}
+
+# Display names of the plugin's variants (SAU_SPEC 2.3) and BackdoorBench's other defenses.
+LABELS = {"ft": "FT", "at": "Vanilla AT", "a+d": "A+D", "c+b": "C+B", "abl": "ABL", "ac": "AC", "bnp": "BNP",
+          "clp": "CLP", "d-br": "D-BR", "d-st": "D-ST", "dbd": "DBD", "ft-sam": "FT-SAM", "mcr": "MCR",
+          "nab": "NAB", "npd": "NPD", "rnp": "RNP", "spectral": "Spectral", NO_DEFENSE: "No Defense"}
+
+
+def defense_source(name: str) -> DefenseSource:
+    if name in REGISTRY:
+        return REGISTRY[name]
+    return _plugin_like(name, LABELS.get(name, name))
+
+
+def default_label(name: str) -> str:
+    return defense_source(name).label if name != NO_DEFENSE else LABELS[NO_DEFENSE]
+
+
+def read_defense(attack_dir: Path, name: str) -> Run:
+    """Final figures of defense ``name`` on the attack in ``attack_dir`` (see the module docstring)."""
+    source = defense_source(name)
+    folder = attack_dir / "defense" / name
+    rel = f"{attack_dir.name}/defense/{name}"
+    if not folder.is_dir():
+        return missing(f"{rel}: not run (no folder)")
+    has_pt = (folder / "defense_result.pt").is_file()
+    for cand in source.candidates:
+        path = folder / cand.filename
+        if not path.is_file():
+            continue
+        if cand.needs_result_pt and not has_pt:
+            return missing(f"{rel}: only {cand.filename} and no defense_result.pt: the run did not finish")
+        return _read_one(path, f"{rel}/{cand.filename}")
+    looked = ", ".join(c.filename for c in source.candidates)
+    if source.glob_fallback:
+        found = sorted(p for p in folder.glob("*_df_summary.csv"))
+        if len(found) == 1:
+            run = _read_one(found[0], f"{rel}/{found[0].name}")
+            return replace(run, notes=run.notes + (f"{rel}: read {found[0].name} (none of {looked} found)",))
+        if len(found) > 1:
+            looked += f"; several other summaries ({', '.join(p.name for p in found)}), none chosen"
+    hint = " (defense_result.pt is there: --reevaluate can measure it)" if has_pt else ""
+    return missing(f"{rel}: no final figures found (looked for {looked}){hint}")
+
+
+def _read_one(path: Path, label: str) -> Run:
+    reader = read_json_figures if path.suffix == ".json" else read_csv_figures
+    try:
+        figures, notes = reader(path, label)
+    except RecordError as exc:
+        return missing(f"{label}: unreadable: {exc}")
+    return Run(figures, notes)
+
+
+def read_no_defense(attack_dir: Path) -> Run:
+    path = attack_dir / "attack_df_summary.csv"
+    if not path.is_file():
+        return missing(f"{attack_dir.name}: no attack_df_summary.csv (attack not run or not finished)")
+    return _read_one(path, f"{attack_dir.name}/attack_df_summary.csv")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Attack folders and their metadata
+
+def discover_attacks(record_dir: Path) -> List[str]:
+    """Sub-folders of ``record_dir`` that hold an attack (its summary or its result file), sorted."""
+    if not record_dir.is_dir():
+        raise RecordError(f"record folder {str(record_dir)!r} does not exist; pass --record_dir of a BackdoorBench run")
+    return sorted(p.name for p in record_dir.iterdir()
+                  if p.is_dir() and ((p / "attack_df_summary.csv").is_file() or (p / "attack_result.pt").is_file()))
+
+
+META_KEYS = ("dataset", "model", "attack", "pratio", "attack_label_trans")
+
+
+def read_attack_info(attack_dir: Path) -> Dict[str, object]:
+    """dataset / model / attack / pratio / attack_label_trans from BackdoorBench's ``info.pickle``.
+
+    BackdoorBench's attacks ``torch.save`` their argument dict there (attack/prototype.py,
+    ``NormalCase.prepare``). It holds plain values only, so it is read with
+    ``weights_only=True``: nothing in the file is executed. Absent or refused: ``{}``.
+    """
+    path = attack_dir / "info.pickle"
+    if not path.is_file():
+        return {}
+    try:
+        import torch
+
+        info = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # refused (non-plain content) or corrupt: metadata is optional
+        return {}
+    if not isinstance(info, dict):
+        return {}
+    return {k: info[k] for k in META_KEYS if k in info and info[k] is not None}
+
+
+@dataclass
+class AttackResults:
+    """Everything the table needs about one attack folder."""
+
+    folder: str
+    label: str
+    no_defense: Run
+    defenses: Dict[str, Run] = field(default_factory=dict)  # defense name -> run
+    info: Dict[str, object] = field(default_factory=dict)
+
+
+def collect(record_dir: Path, attacks: Sequence[Tuple[str, str]], defenses: Sequence[str],
+            reevaluate: Optional[Callable[[Path, Sequence[str]], Tuple[Optional[Run], Dict[str, Run]]]] = None,
+            ) -> List[AttackResults]:
+    """Read (or, with ``reevaluate``, measure) every (attack, defense) of the grid.
+
+    ``attacks`` is a list of ``(folder, label)``; ``reevaluate(attack_dir, defenses)``
+    returns the re-measured no-defense run (or None to keep the CSV's) and one run
+    per defense.
+    """
+    out = []
+    for folder, label in attacks:
+        attack_dir = record_dir / folder
+        if not attack_dir.is_dir():
+            gone = missing(f"{folder}: no such attack folder in {record_dir}")
+            out.append(AttackResults(folder, label, gone, {d: gone for d in defenses}))
+            continue
+        no_def = read_no_defense(attack_dir)
+        runs = {d: read_defense(attack_dir, d) for d in defenses}
+        if reevaluate is not None:
+            re_no_def, re_runs = reevaluate(attack_dir, defenses)
+            if re_no_def is not None:
+                no_def = re_no_def
+            elif no_def.found:
+                no_def = replace(no_def, notes=no_def.notes + (
+                    f"{folder}: No Defense figures read from attack_df_summary.csv, not re-evaluated",))
+            runs.update(re_runs)
+        out.append(AttackResults(folder, label, no_def, runs, read_attack_info(attack_dir)))
+    return out
+
+
+__all__ = ["Figures", "Run", "missing", "AttackResults", "DefenseSource", "REGISTRY", "NO_DEFENSE", "LABELS",
+           "defense_source", "default_label", "read_final_row", "figures_from_row", "read_defense",
+           "read_no_defense", "discover_attacks", "read_attack_info", "collect"]
