@@ -167,3 +167,45 @@ def make_record(base: Path, dataset: str = "cifar10", *, attack: str = "attack",
                        data_path=f"./data/{dataset}", img_size=(IMG, IMG, CHANNELS.get(dataset, 3)),
                        clean_data=dataset, bd_test=split, on_disk=on_disk, **extra)
     return attack_dir, model
+
+
+# ---- shared by the test modules ------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+YAML = {d: REPO / "defense_configs" / "sau" / f"{d}.yaml" for d in ("cifar10", "cifar100", "gtsrb", "tiny")}
+
+
+def yaml_for(dataset: str) -> Path:
+    return YAML.get(dataset, REPO / "defense_configs" / "sau" / "config.yaml")
+
+
+def cli_args(base: Path, dataset: str = "cifar10", *extra: str, attack: str = "attack") -> List[str]:
+    """A fast ``defend`` command line for the tiny records (1 epoch, CPU, fp32, no progress)."""
+    return ["defend", "--result_file", attack, "--record_dir", str(base / "record"), "--yaml_path",
+            str(yaml_for(dataset)), "--dataset", dataset, "--device", "cpu", "--amp", "False", "--n_rounds", "1",
+            "--ratio", "0.5", "--batch_size", "16", "--no_progress", *extra]
+
+
+def one_thread_fixture():
+    """Contention on a busy 2-core machine makes 2 torch threads far slower than 1."""
+    import pytest
+
+    @pytest.fixture(autouse=True, scope="module")
+    def one_thread():
+        old = torch.get_num_threads()
+        torch.set_num_threads(1)
+        yield
+        torch.set_num_threads(old)
+
+    return one_thread
+
+
+def rewrite_pickle(src: Path, dst: Path, mutate) -> None:
+    """Copy a torch.save zip with its ``data.pkl`` replaced by ``mutate(bytes)`` (a valid zip
+    again, so the mutation reaches the unpickler instead of the zip reader)."""
+    import zipfile
+
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as zout:
+        for info in zin.infolist():
+            data = zin.read(info)
+            zout.writestr(info.filename, mutate(data) if info.filename.endswith("/data.pkl") else data)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import logging
 import numbers
+import re
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -134,11 +135,9 @@ def safe_torch_load(path: Path | str, *, trust_pickle: bool = False, what: str =
     except SAUError:
         raise
     except Exception as exc:  # untrusted bytes: every failure is a bad file, never a crash
-        text = str(exc)
-        marker = "Unsupported global: GLOBAL "
-        if marker in text:
-            name = text.split(marker, 1)[1].split(" ", 1)[0]
-            raise UnsafePickleError(_unsafe_message(what, path, [name])) from None
+        found = re.search(r"GLOBAL (\S+)", str(exc))  # torch names a refused global this way
+        if found:
+            raise UnsafePickleError(_unsafe_message(what, path, [found.group(1)])) from None
         raise RecordError(f"{what} at {str(path)!r} is truncated or corrupt ({_brief(exc)}); {HOW_TO_FIX}") from None
 
 
