@@ -403,9 +403,9 @@ def _run(cfg: SAUConfig, progress: bool, session: _LogSession) -> DefenseOutcome
     try:
         unlearner.fit(clean_x, clean_y, evaluate=evaluate, on_epoch_end=on_epoch_end)
     except Exception as exc:
-        kept = f"; last good checkpoint: {ckpt}" if ckpt.is_file() else ""
+        kept = f": {ckpt}, after epoch {unlearner.epoch}" if ckpt.is_file() else ""
         log.error("stopped: %s%s", exc, kept)
-        if kept and hasattr(exc, "exit_code"):
+        if kept and hasattr(exc, "exit_code"):  # say where the last good state is
             raise type(exc)(f"{exc}{kept}") from None
         raise
 

@@ -147,8 +147,17 @@ def _unsafe_message(what: str, path: Path, names: List[str]) -> str:
 
 
 def _brief(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{exc.__class__.__name__}: {text[:200]}" if text else exc.__class__.__name__
+    """The informative part of an exception's text, on one short line (torch wraps its
+    unpickler errors in paragraphs of advice that do not apply here)."""
+    text = str(exc)
+    for start in ("WeightsUnpickler error:", "trusted source."):
+        if start in text:
+            text = text.split(start, 1)[1]
+            break
+    text = text.split("Check the documentation of torch.load", 1)[0].split(" This is an internal miniz error", 1)[0]
+    text = " ".join(text.split())
+    text = text if len(text) <= 160 else text[:157] + "..."
+    return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
 
 
 # ---- validation ----------------------------------------------------------------------------------------
