@@ -269,8 +269,8 @@ def _save_checkpoint(path: Path, unlearner: Unlearner, initial: dict, indices: n
     atomic_save(path, lambda p: torch.save(state, p))
 
 
-def _restore_checkpoint(path: Path, unlearner: Unlearner, cfg: SAUConfig, indices: np.ndarray) -> dict:
-    """Load everything a bitwise continuation needs; returns the no-defense row."""
+def _read_checkpoint(path: Path, cfg: SAUConfig, indices: np.ndarray) -> dict:
+    """The checkpoint to resume from, checked against the current settings before anything is written."""
     state = safe_torch_load(path, what="checkpoint")
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise RecordError(f"checkpoint {str(path)!r} is not a sau_plugin checkpoint; pass --overwrite to start over")
@@ -283,6 +283,11 @@ def _restore_checkpoint(path: Path, unlearner: Unlearner, cfg: SAUConfig, indice
     if not torch.equal(state["indices"], torch.from_numpy(np.asarray(indices, dtype=np.int64))):
         raise ConfigError(f"checkpoint {str(path)!r} used another clean subset (dataset or --index changed); "
                           f"pass --overwrite to start over")
+    return state
+
+
+def _restore_checkpoint(state: dict, path: Path, unlearner: Unlearner) -> dict:
+    """Everything a bitwise continuation needs; returns the no-defense row."""
     try:
         unlearner.load_state_dict(state["unlearner"])
         rng = state["rng"]
@@ -349,6 +354,8 @@ def _run(cfg: SAUConfig, progress: bool, session: _LogSession) -> DefenseOutcome
     clean_x = normalize(stack_images((data.clean_train.image(i) for i in indices), (h, w), c), mean, std)
     clean_y = torch.from_numpy(data.clean_train.labels[indices])
     timings["clean_subset"] = time.perf_counter() - t
+    ckpt = paths.checkpoint / "last.pt"
+    resume_state = _read_checkpoint(ckpt, cfg, indices) if cfg.resume and ckpt.is_file() else None
 
     # -- outputs --
     _make_dirs(paths, cfg)
@@ -372,9 +379,8 @@ def _run(cfg: SAUConfig, progress: bool, session: _LogSession) -> DefenseOutcome
         out.update(evaluate_backdoor(net, normalized_batches(bd_x, bd_y, bd_orig, **kw), unlearner.precision))
         return out
 
-    ckpt = paths.checkpoint / "last.pt"
-    if cfg.resume and ckpt.is_file():
-        initial = _restore_checkpoint(ckpt, unlearner, cfg, indices)
+    if resume_state is not None:
+        initial = _restore_checkpoint(resume_state, ckpt, unlearner)
         log.info("resumed from %s after epoch %d of %d", ckpt, unlearner.epoch, cfg.n_rounds)
     else:
         if cfg.resume:
