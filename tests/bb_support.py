@@ -209,3 +209,8 @@ def rewrite_pickle(src: Path, dst: Path, mutate) -> None:
         for info in zin.infolist():
             data = zin.read(info)
             zout.writestr(info.filename, mutate(data) if info.filename.endswith("/data.pkl") else data)
+
+
+def touch_marker(path) -> None:
+    """A module-level function a malicious pickle could ask to call."""
+    Path(path).write_text("code ran")
