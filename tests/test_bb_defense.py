@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 import bb_support as bb
+from sau_plugin.backdoorbench.datasets import load_split
 from sau_plugin.backdoorbench.defense import sau
 from sau_plugin.backdoorbench.install import MARKER
 from sau_plugin.backdoorbench.results import DF_COLUMNS, INITIAL_EPOCH, SUMMARY_ROWS
@@ -225,3 +226,23 @@ def test_install_into_writes_a_working_launcher_and_never_clobbers(tmp_path, cap
                          cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     check_outputs(attack / "defense" / "sau_plugin", "sau_plugin", 1, 60)
+
+
+@pytest.mark.parametrize("constant", [bb.TARGET, 3])
+def test_no_defense_figures_follow_their_definitions(tmp_path, constant):
+    """A model that always answers ``constant``: ACC = share of that class in the clean test
+    split, ASR = 1 iff it is the target, R-ACC = share of that class among the poisoned
+    samples' true labels (target-class samples are not in the poisoned set)."""
+    model = bb.tiny_model("cifar10")
+    with torch.no_grad():
+        model.linear.weight.zero_()
+        model.linear.bias.copy_(torch.nn.functional.one_hot(torch.tensor(constant), 10).float() * 100)
+    attack, _ = bb.make_record(tmp_path, "cifar10", model=model, on_disk=True)
+    assert main(bb.cli_args(tmp_path, "cifar10", "--n_rounds", "0")) == 0
+    info = json.loads((attack / "defense" / "sau" / "sau_result.json").read_text())
+    labels = load_split("cifar10", tmp_path / "data" / "cifar10", train=False).labels
+    poisoned = labels[labels != bb.TARGET]
+    assert info["no_defense"] == info["final"] == {
+        "test_acc": float((labels == constant).mean()), "test_asr": float(constant == bb.TARGET),
+        "test_ra": float((poisoned == constant).mean())}
+    assert info["der"] == 50.0  # nothing changed: (0 - 0 + 1) / 2
