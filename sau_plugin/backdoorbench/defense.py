@@ -24,7 +24,7 @@ import sys
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -33,23 +33,19 @@ import torch.nn as nn
 from .. import __version__
 from ..config import LOADERS, SAUConfig, VARIANTS, load_yaml_mapping
 from ..core import Unlearner
-from ..errors import ConfigError, DatasetError, DeviceError, OutputError, RecordError
-from ..fileio import atomic_save, atomic_write_text
+from ..errors import ConfigError, DatasetError, DeviceError, OutputError
+from ..fileio import atomic_write_text
 from ..metrics import der, evaluate_backdoor, evaluate_clean
 from ..models import create_model, infer_model_kwargs, load_weights
-from .loaders import load_data
-from .record import AttackRecord, read_attack_result, rename_by_position, safe_torch_load
-from .results import (INITIAL_EPOCH, METRIC_COLUMNS, metrics_frame, plot_metrics, read_attack_summary,
+from . import checkpoint
+from .loaders import LoadedData, load_data
+from .record import AttackRecord, read_attack_result, rename_by_position
+from .results import (INITIAL_EPOCH, metrics_frame, plot_metrics, read_attack_summary,
                       summary_frame, write_csv, write_defense_result, write_json)
 from .transforms import normalization, normalize, normalized_batches, stack_images
 
 log = logging.getLogger("sau_plugin")
 
-CHECKPOINT_FORMAT = "sau_plugin.checkpoint/1"
-# Keys that do not change the numbers, so a run may be resumed with other values.
-_RUN_ONLY_KEYS = {"device", "pin_memory", "non_blocking", "prefetch", "num_workers", "checkpoint_load",
-                  "checkpoint_save", "log", "yaml_path", "loader", "trust_pickle", "resume", "overwrite",
-                  "epochs", "frequency_save", "dataset_path"}
 # Test hook: "EPOCH:BATCH:MARKER" stops after that batch (1-based), writes MARKER and waits to be killed.
 STALL_ENV = "SAU_PLUGIN_TEST_STALL_AT"
 
@@ -133,10 +129,6 @@ def build_model(record: AttackRecord, state_dict: Dict[str, torch.Tensor]) -> nn
     model = create_model(record.model_name, record.num_classes, **infer_model_kwargs(record.model_name, state_dict))
     state_dict = rename_by_position(state_dict, list(model.state_dict()))
     return load_weights(model, state_dict, what=f"the weights in {str(record.path)!r}")
-
-
-def _fingerprint(cfg: SAUConfig) -> dict:
-    return {k: v for k, v in cfg.to_dict().items() if k not in _RUN_ONLY_KEYS}
 
 
 def _check_output(paths: _Paths, cfg: SAUConfig) -> None:
@@ -254,54 +246,6 @@ class _Unlearner(Unlearner):
         return stats
 
 
-# ---- checkpoints ---------------------------------------------------------------------------------------------
-
-def _save_checkpoint(path: Path, unlearner: Unlearner, initial: dict, indices: np.ndarray, cfg: SAUConfig) -> None:
-    state = {
-        "format": CHECKPOINT_FORMAT,
-        "unlearner": unlearner.state_dict(),  # model, optimizer, scheduler, generator, epoch, history
-        "initial": dict(initial),
-        "indices": torch.from_numpy(np.asarray(indices, dtype=np.int64)),
-        "fingerprint": _fingerprint(cfg),
-        "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
-    }
-    atomic_save(path, lambda p: torch.save(state, p))
-
-
-def _read_checkpoint(path: Path, cfg: SAUConfig, indices: np.ndarray) -> dict:
-    """The checkpoint to resume from, checked against the current settings before anything is written."""
-    state = safe_torch_load(path, what="checkpoint")
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise RecordError(f"checkpoint {str(path)!r} is not a sau_plugin checkpoint; pass --overwrite to start over")
-    saved, now = state.get("fingerprint", {}), _fingerprint(cfg)
-    diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
-    if diff:
-        changes = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in diff[:6])
-        raise ConfigError(f"checkpoint {str(path)!r} was written with other settings ({changes}); resume with the "
-                          f"same settings or pass --overwrite to start over")
-    if not torch.equal(state["indices"], torch.from_numpy(np.asarray(indices, dtype=np.int64))):
-        raise ConfigError(f"checkpoint {str(path)!r} used another clean subset (dataset or --index changed); "
-                          f"pass --overwrite to start over")
-    return state
-
-
-def _restore_checkpoint(state: dict, path: Path, unlearner: Unlearner) -> dict:
-    """Everything a bitwise continuation needs; returns the no-defense row."""
-    try:
-        unlearner.load_state_dict(state["unlearner"])
-        rng = state["rng"]
-        torch.set_rng_state(rng["torch"])
-        random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
-        if rng.get("cuda") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        return dict(state["initial"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise RecordError(f"checkpoint {str(path)!r} is incomplete ({exc.__class__.__name__}); "
-                          f"pass --overwrite to start over") from None
-
-
 # ---- the run ---------------------------------------------------------------------------------------------------
 
 def run_defense(cfg: SAUConfig, *, progress: bool = True) -> DefenseOutcome:
@@ -323,14 +267,24 @@ def _check_labels(labels: np.ndarray, num_classes: int, where: str) -> None:
                            f"the dataset does not match the attack result")
 
 
-def _run(cfg: SAUConfig, progress: bool, session: _LogSession) -> DefenseOutcome:
-    t_start = time.perf_counter()
-    timings: Dict[str, float] = {}
-    paths = _Paths.of(cfg)
-    device = resolve_device(cfg.device)
-    _check_output(paths, cfg)
+@dataclass
+class _Inputs:
+    """Everything read from disk, as tensors: test images uint8 (normalised per batch),
+    the clean subset already normalised (the Unlearner holds it on the device)."""
 
-    # -- inputs: record, data, model (nothing written yet) --
+    record: AttackRecord
+    data: LoadedData
+    model: nn.Module
+    mean: tuple
+    std: tuple
+    test: Tuple[torch.Tensor, torch.Tensor]  # images, labels
+    bd_test: Tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # images, backdoor labels, true labels
+    indices: np.ndarray
+    clean: Tuple[torch.Tensor, torch.Tensor]
+
+
+def _load_inputs(cfg: SAUConfig, paths: _Paths, timings: Dict[str, float]) -> _Inputs:
+    t = time.perf_counter()
     record = read_attack_result(paths.attack_dir, trust_pickle=cfg.trust_pickle)
     if cfg.dataset != record.clean_data:
         raise ConfigError(f"--dataset {cfg.dataset} but the attack result was made on {record.clean_data!r}; "
@@ -343,44 +297,55 @@ def _run(cfg: SAUConfig, progress: bool, session: _LogSession) -> DefenseOutcome
     h, w, c = record.img_size
     _check_labels(data.clean_train.labels, record.num_classes, data.clean_train.where)
     _check_labels(data.clean_test.labels, record.num_classes, data.clean_test.where)
-    test_x = stack_images((data.clean_test.image(i) for i in range(len(data.clean_test))), (h, w), c)
-    test_y = torch.from_numpy(data.clean_test.labels)
-    bd_x = stack_images((data.bd_test.load(i) for i in range(len(data.bd_test))), (h, w), c)
-    bd_y, bd_orig = torch.from_numpy(data.bd_test.bd_labels), torch.from_numpy(data.bd_test.orig_labels)
-    timings["load"] = time.perf_counter() - t_start
+    test = (stack_images((data.clean_test.image(i) for i in range(len(data.clean_test))), (h, w), c),
+            torch.from_numpy(data.clean_test.labels))
+    bd_test = (stack_images((data.bd_test.load(i) for i in range(len(data.bd_test))), (h, w), c),
+               torch.from_numpy(data.bd_test.bd_labels), torch.from_numpy(data.bd_test.orig_labels))
+    timings["load"] = time.perf_counter() - t
 
     t = time.perf_counter()
     indices = choose_clean_indices(len(data.clean_train), cfg)
-    clean_x = normalize(stack_images((data.clean_train.image(i) for i in indices), (h, w), c), mean, std)
-    clean_y = torch.from_numpy(data.clean_train.labels[indices])
+    clean = (normalize(stack_images((data.clean_train.image(i) for i in indices), (h, w), c), mean, std),
+             torch.from_numpy(data.clean_train.labels[indices]))
     timings["clean_subset"] = time.perf_counter() - t
-    ckpt = paths.checkpoint / "last.pt"
-    resume_state = _read_checkpoint(ckpt, cfg, indices) if cfg.resume and ckpt.is_file() else None
+    return _Inputs(record, data, model, mean, std, test, bd_test, indices, clean)
 
-    # -- outputs --
+
+def _run(cfg: SAUConfig, progress: bool, session: _LogSession) -> DefenseOutcome:
+    t_start = time.perf_counter()
+    timings: Dict[str, float] = {}
+    paths = _Paths.of(cfg)
+    device = resolve_device(cfg.device)
+    _check_output(paths, cfg)
+    inp = _load_inputs(cfg, paths, timings)  # nothing is written before the inputs pass
+    ckpt = paths.checkpoint / "last.pt"
+    resume_state = checkpoint.read(ckpt, cfg, inp.indices) if cfg.resume and ckpt.is_file() else None
+
     _make_dirs(paths, cfg)
     log_file = session.to_file(paths.log)
+    rec, data = inp.record, inp.data
     log.info("sau_plugin %s, %s defense of %s (%s, %s, %d classes), loader %s, device %s", __version__, cfg.variant,
-             paths.attack_dir, record.model_name, record.clean_data, record.num_classes, data.loader, device)
-    log.info("clean subset %d of %d; clean test %d; poisoned test %d", len(indices), len(data.clean_train),
+             paths.attack_dir, rec.model_name, rec.clean_data, rec.num_classes, data.loader, device)
+    log.info("clean subset %d of %d; clean test %d; poisoned test %d", len(inp.indices), len(data.clean_train),
              len(data.clean_test), len(data.bd_test))
     log.info("config: %s", cfg.to_dict())
     index_file = paths.log / "index.txt"
-    atomic_write_text(index_file, "".join(f"{int(i)}\n" for i in indices))  # np.savetxt(fmt='%d')
+    atomic_write_text(index_file, "".join(f"{int(i)}\n" for i in inp.indices))  # np.savetxt(fmt='%d')
 
-    model = model.to(device)
-    unlearner = _Unlearner(model, copy.deepcopy(model), cfg, mean=mean, std=std)
+    model = inp.model.to(device)
+    unlearner = _Unlearner(model, copy.deepcopy(model), cfg, mean=inp.mean, std=inp.std)
     unlearner.progress = progress
     log.info("precision: %s", unlearner.precision.note)
 
     def evaluate(net: nn.Module) -> Dict[str, float]:
-        kw = dict(mean=mean, std=std, batch_size=cfg.batch_size, device=device)
-        out = evaluate_clean(net, normalized_batches(test_x, test_y, **kw), unlearner.precision)
-        out.update(evaluate_backdoor(net, normalized_batches(bd_x, bd_y, bd_orig, **kw), unlearner.precision))
+        kw = dict(mean=inp.mean, std=inp.std, batch_size=cfg.batch_size, device=device)
+        out = evaluate_clean(net, normalized_batches(*inp.test, **kw), unlearner.precision)
+        out.update(evaluate_backdoor(net, normalized_batches(*inp.bd_test, **kw), unlearner.precision))
         return out
 
+    timings["initial_eval"] = 0.0
     if resume_state is not None:
-        initial = _restore_checkpoint(resume_state, ckpt, unlearner)
+        initial = checkpoint.restore(resume_state, ckpt, unlearner)
         log.info("resumed from %s after epoch %d of %d", ckpt, unlearner.epoch, cfg.n_rounds)
     else:
         if cfg.resume:
@@ -388,59 +353,63 @@ def _run(cfg: SAUConfig, progress: bool, session: _LogSession) -> DefenseOutcome
         t = time.perf_counter()
         initial = {"epoch": INITIAL_EPOCH, **evaluate(unlearner.model)}
         timings["initial_eval"] = time.perf_counter() - t
-    timings.setdefault("initial_eval", 0.0)
     log.info("no defense: %s", _figures(initial))
 
     name = cfg.defense_name
-    df_path = paths.out / f"{name}_df.csv"
     spent = {"unlearn": 0.0, "eval": 0.0, "write": 0.0}
 
     def on_epoch_end(u: Unlearner, row: Dict[str, float]) -> None:
         t0 = time.perf_counter()
         spent["unlearn"] += row.get("time_unlearn_s", 0.0)
         spent["eval"] += row.get("time_eval_s", 0.0)
-        _save_checkpoint(ckpt, u, initial, indices, cfg)
+        checkpoint.save(ckpt, u, initial, inp.indices, cfg)
         rows = [initial, *u.history]
-        write_csv(metrics_frame(rows), df_path)
+        write_csv(metrics_frame(rows), paths.out / f"{name}_df.csv")
         plot_metrics(rows, paths.out, name)
         spent["write"] += time.perf_counter() - t0
         log.info("epoch %d/%d: %s, train loss %.4f", u.epoch, cfg.n_rounds, _figures(row), row.get("train_loss", math.nan))
 
     try:
-        unlearner.fit(clean_x, clean_y, evaluate=evaluate, on_epoch_end=on_epoch_end)
+        unlearner.fit(*inp.clean, evaluate=evaluate, on_epoch_end=on_epoch_end)
     except Exception as exc:
         kept = f": {ckpt}, after epoch {unlearner.epoch}" if ckpt.is_file() else ""
         log.error("stopped: %s%s", exc, kept)
         if kept and hasattr(exc, "exit_code"):  # say where the last good state is
             raise type(exc)(f"{exc}{kept}") from None
         raise
+    timings.update(unlearn=spent["unlearn"], eval=spent["eval"], write=spent["write"])
+    files = [index_file, log_file, ckpt]
+    return _write_final(cfg, paths, inp, unlearner, initial, timings, t_start, files, device)
 
-    # -- final outputs; defense_result.pt last, so a failed run leaves none --
+
+def _write_final(cfg: SAUConfig, paths: _Paths, inp: _Inputs, unlearner: Unlearner, initial: dict,
+                 timings: Dict[str, float], t_start: float, files: List[Path], device: torch.device) -> DefenseOutcome:
+    """csv, summary, plots and sau_result.json; defense_result.pt last, so a failed run leaves none."""
     t = time.perf_counter()
+    name, rec = cfg.defense_name, inp.record
     rows = [initial, *unlearner.history]
     df = metrics_frame(rows)
+    df_path, summary_path = paths.out / f"{name}_df.csv", paths.out / f"{name}_df_summary.csv"
     write_csv(df, df_path)
-    summary_path = paths.out / f"{name}_df_summary.csv"
     write_csv(summary_frame(df), summary_path)
     plots = plot_metrics(rows, paths.out, name)
     before, after = _figures(initial), _figures(rows[-1])
     der_pct = der(before["test_acc"], before["test_asr"], after["test_acc"], after["test_asr"])
     result_path, defense_path = paths.out / "sau_result.json", paths.out / "defense_result.pt"
-    files = [df_path, summary_path, *plots, result_path, defense_path, index_file, log_file, ckpt]
-    timings.update(unlearn=spent["unlearn"], eval=spent["eval"])
-    timings["write"] = spent["write"] + time.perf_counter() - t
+    files = [df_path, summary_path, *plots, result_path, defense_path, *files]
+    timings["write"] += time.perf_counter() - t
     timings["total"] = time.perf_counter() - t_start
     write_json(result_path, {
         "defense": name, "variant": cfg.variant, "attack": cfg.result_file, "attack_dir": str(paths.attack_dir),
-        "model_name": record.model_name, "num_classes": record.num_classes, "dataset": record.clean_data,
+        "model_name": rec.model_name, "num_classes": rec.num_classes, "dataset": rec.clean_data,
         "no_defense": before, "final": after, "der": der_pct, "epochs_run": unlearner.epoch,
-        "n_clean": len(indices), "n_test": len(data.clean_test), "n_bd_test": len(data.bd_test),
-        "initial_epoch_label": INITIAL_EPOCH, "loader": data.loader, "device": str(device),
+        "n_clean": len(inp.indices), "n_test": len(inp.data.clean_test), "n_bd_test": len(inp.data.bd_test),
+        "initial_epoch_label": INITIAL_EPOCH, "loader": inp.data.loader, "device": str(device),
         "precision": unlearner.precision.note, "timings_s": timings, "versions": _versions(),
         "attack_summary": read_attack_summary(paths.attack_dir / "attack_df_summary.csv"),
         "config": cfg.to_dict(), "files": [str(f) for f in files],
     })
-    write_defense_result(defense_path, record.model_name, record.num_classes, unlearner.model.state_dict())
+    write_defense_result(defense_path, rec.model_name, rec.num_classes, unlearner.model.state_dict())
     log.info("final: %s, DER %.2f%%; wrote %s", after, der_pct, paths.out)
     return DefenseOutcome(paths.out, before, after, der_pct, timings, files, unlearner.model)
 
