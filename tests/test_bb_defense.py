@@ -246,3 +246,11 @@ def test_no_defense_figures_follow_their_definitions(tmp_path, constant):
         "test_acc": float((labels == constant).mean()), "test_asr": float(constant == bb.TARGET),
         "test_ra": float((poisoned == constant).mean())}
     assert info["der"] == 50.0  # nothing changed: (0 - 0 + 1) / 2
+
+
+@pytest.mark.parametrize("variant, stored", [("ft", "ft"), ("c+d", "at")])
+def test_variant_flag_reaches_the_run(tmp_path, variant, stored):
+    attack, _ = bb.make_record(tmp_path, "cifar10")
+    assert main(bb.cli_args(tmp_path, "cifar10", "--variant", variant, "--lr_scheduler", "none")) == 0
+    info = json.loads((attack / "defense" / "sau" / "sau_result.json").read_text())
+    assert info["variant"] == stored and info["config"]["lr_scheduler"] == "none"

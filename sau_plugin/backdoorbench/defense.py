@@ -527,7 +527,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("sau_plugin")
     g.add_argument("--record_dir", type=str, help="folder holding the attack folders (default: record)")
     g.add_argument("--defense_name", type=str, help="output folder and file prefix (default: sau)")
-    g.add_argument("--variant", type=str, choices=sorted(VARIANTS), help="sau (A+B), at (C+D), ft, a+d, c+b")
+    g.add_argument("--variant", type=str, help=f"{', '.join(VARIANTS)} (paper Table 5; sau = A+B, at = C+D)")
     g.add_argument("--loader", type=str, choices=LOADERS, help="where the data come from (default: auto)")
     g.add_argument("--trust_pickle", action="store_true", default=None,
                    help="load attack_result.pt with weights_only=False (runs any code in it)")
