@@ -1,0 +1,115 @@
+"""Writers of BackdoorBench's standard defense outputs (SAU_SPEC 4.1), all atomic.
+
+``<name>_df.csv`` is what BackdoorBench's ``Metric_Aggregator.to_dataframe().to_csv``
+writes: an unnamed index column, then ``epoch`` and the six metrics, NaN written as
+``nan_value``. The plugin adds one row before the epochs, the no-defense state,
+labelled ``epoch = -1`` (:data:`INITIAL_EPOCH`); epochs then count 0, 1, ... as in the
+reference. ``<name>_df_summary.csv`` has rows ``last``, ``valid_max``,
+``exist_nan_value`` per column (BackdoorBench's ``last_and_valid_max``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Dict, List, Mapping, Sequence
+
+import pandas as pd
+import torch
+
+from ..fileio import atomic_path, atomic_save, atomic_write_text
+
+METRIC_COLUMNS = ["clean_test_loss_avg_over_batch", "bd_test_loss_avg_over_batch", "ra_test_loss_avg_over_batch",
+                  "test_acc", "test_asr", "test_ra"]
+DF_COLUMNS = ["epoch"] + METRIC_COLUMNS
+SUMMARY_ROWS = ["last", "valid_max", "exist_nan_value"]
+INITIAL_EPOCH = -1  # the row of the backdoored model before unlearning
+
+
+def _cell(v):
+    return "nan_value" if isinstance(v, float) and math.isnan(v) else v
+
+
+def metrics_frame(rows: Sequence[Mapping[str, float]]) -> pd.DataFrame:
+    """One row per entry of ``rows`` with BackdoorBench's columns (extra keys dropped)."""
+    records = [{"epoch": int(r["epoch"]), **{c: _cell(float(r[c])) for c in METRIC_COLUMNS}} for r in rows]
+    return pd.DataFrame(records, columns=DF_COLUMNS, dtype=object)
+
+
+def _last_and_valid_max(col: pd.Series) -> pd.Series:
+    valid = col[~col.isna()]
+    return pd.Series(index=SUMMARY_ROWS, data=[
+        valid.iloc[-1] if len(valid) else None,
+        pd.to_numeric(col, errors="coerce").max(),
+        any(v == "nan_value" for v in col),
+    ])
+
+
+def summary_frame(df: pd.DataFrame) -> pd.DataFrame:
+    return df.apply(_last_and_valid_max)
+
+
+def write_csv(df: pd.DataFrame, path: Path) -> None:
+    atomic_write_text(path, df.to_csv())
+
+
+def plot_metrics(rows: Sequence[Mapping[str, float]], out_dir: Path, name: str) -> List[Path]:
+    """``<name>_acc_like_metric_plots.png`` and ``<name>_loss_metric_plots.png`` over epochs."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    x = [int(r["epoch"]) for r in rows]
+    panels = {
+        f"{name}_acc_like_metric_plots.png": ("fraction", {"Test C-Acc": "test_acc", "Test ASR": "test_asr", "Test RA": "test_ra"}),
+        f"{name}_loss_metric_plots.png": ("loss", {"Test Clean Loss": "clean_test_loss_avg_over_batch",
+                                                    "Test Backdoor Loss": "bd_test_loss_avg_over_batch",
+                                                    "Test RA Loss": "ra_test_loss_avg_over_batch"}),
+    }
+    written = []
+    for fname, (ylabel, series) in panels.items():
+        fig = plt.figure(figsize=(12.8, 9.6))
+        ax = fig.add_subplot(111)
+        for i, (label, key) in enumerate(series.items()):
+            ax.plot(x, [float(r[key]) for r in rows], marker=i % 11, linewidth=2, label=label)
+        ax.set_xlabel(f"epoch ({INITIAL_EPOCH} = before unlearning)")
+        ax.set_ylabel(ylabel)
+        ax.set_title("Results")
+        ax.grid()
+        ax.legend()
+        target = out_dir / fname
+        with atomic_path(target) as tmp:
+            fig.savefig(tmp, format="png")
+        plt.close(fig)
+        written.append(target)
+    return written
+
+
+def write_defense_result(path: Path, model_name: str, num_classes: int, state_dict: Dict[str, torch.Tensor]) -> None:
+    """``defense_result.pt`` as BackdoorBench's save_defense_result writes it."""
+    payload = {"model_name": model_name, "num_classes": int(num_classes),
+               "model": {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}}
+    atomic_save(path, lambda p: torch.save(payload, p))
+
+
+def write_json(path: Path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def read_attack_summary(path: Path) -> Dict[str, Dict[str, object]] | None:
+    """The attack's own ``attack_df_summary.csv`` as {row: {column: value}}, or None."""
+    if not path.is_file():
+        return None
+    try:
+        df = pd.read_csv(path, index_col=0)
+    except Exception:  # a malformed report must not stop the defense
+        return None
+    return {str(row): {str(c): _plain(v) for c, v in vals.items()} for row, vals in df.to_dict(orient="index").items()}
+
+
+def _plain(v):
+    if hasattr(v, "item"):
+        v = v.item()
+    return None if isinstance(v, float) and math.isnan(v) else v

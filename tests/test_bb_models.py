@@ -1,0 +1,28 @@
+"""The plugin's models have exactly BackdoorBench's state_dict keys and shapes (reference lists
+in tests/data/state_dict_keys, dumped from BackdoorBench's own model builders)."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from sau_plugin.models import create_model
+
+KEYS = Path(__file__).parent / "data" / "state_dict_keys"
+
+
+def reference(name: str):
+    rows = []
+    for line in (KEYS / f"{name}_num_classes10.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            key, shape, dtype = line.split("\t")
+            rows.append((key, tuple(int(v) for v in shape.strip("()").split(",") if v.strip()), dtype))
+    return rows
+
+
+@pytest.mark.parametrize("name", ["preactresnet18", "vgg19", "vgg19_bn", "resnet18"])
+def test_state_dict_keys_and_shapes_match_backdoorbench(name):
+    with torch.device("meta"):  # shapes without allocating VGG's 140M parameters
+        model = create_model(name, 10)
+    ours = [(k, tuple(v.shape), str(v.dtype).replace("torch.", "")) for k, v in model.state_dict().items()]
+    assert ours == reference(name)  # same keys, same order, same shapes and dtypes

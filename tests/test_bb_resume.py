@@ -1,0 +1,96 @@
+"""A defense killed with SIGKILL in the middle of an epoch and resumed ends bit for bit
+where an uninterrupted run ends: same final state_dict, same <name>_df.csv.
+
+The kill point is made deterministic with the test hook SAU_PLUGIN_TEST_STALL_AT
+("EPOCH:BATCH:MARKER"): the run parks after that batch and writes MARKER; the test then
+kills it.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+import bb_support as bb
+from sau_plugin.backdoorbench.defense import STALL_ENV
+
+N_ROUNDS = 2  # 30 clean samples, batch 10: 3 batches per epoch
+ENV = dict(os.environ, PYTHONPATH=str(bb.REPO), OMP_NUM_THREADS="1")
+
+
+def _args(base: Path, name: str, *extra: str):
+    args = bb.cli_args(base, "cifar10", "--n_rounds", str(N_ROUNDS), "--batch_size", "10", "--defense_name", name, *extra)
+    return [sys.executable, "-m", "sau_plugin", *args]
+
+
+def _run(base: Path, name: str, *extra: str) -> None:
+    done = subprocess.run(_args(base, name, *extra), env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+
+
+def _kill_at(base: Path, name: str, epoch: int, batch: int) -> None:
+    marker = base / f"stalled_{name}"
+    env = dict(ENV, **{STALL_ENV: f"{epoch}:{batch}:{marker}"})
+    proc = subprocess.Popen(_args(base, name), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while not marker.exists():
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, "the run never reached the kill point"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    base = tmp_path_factory.mktemp("resume")
+    attack, _ = bb.make_record(base, "cifar10", on_disk=True)
+    _run(base, "full")
+    return base, attack
+
+
+def _final(attack: Path, name: str):
+    out = attack / "defense" / name
+    sd = torch.load(out / "defense_result.pt", weights_only=True)["model"]
+    return sd, pd.read_csv(out / f"{name}_df.csv", index_col=0)
+
+
+@pytest.mark.parametrize("epoch, batch", [(2, 2), (1, 1)])
+def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(uninterrupted, epoch, batch):
+    base, attack = uninterrupted
+    name = f"killed_e{epoch}b{batch}"
+    _kill_at(base, name, epoch, batch)
+    out = attack / "defense" / name
+    assert not (out / "defense_result.pt").exists()  # a killed run leaves no result
+    ckpt = out / "checkpoint" / "last.pt"
+    assert ckpt.is_file() == (epoch > 1)  # the checkpoint of the last finished epoch, if any
+    if ckpt.is_file():
+        assert torch.load(ckpt, weights_only=False)["unlearner"]["epoch"] == epoch - 1
+
+    _run(base, name, "--resume")
+    sd_full, df_full = _final(attack, "full")
+    sd_resumed, df_resumed = _final(attack, name)
+    assert list(sd_full) == list(sd_resumed)
+    assert all(torch.equal(sd_full[k], sd_resumed[k]) for k in sd_full)  # bitwise
+    pd.testing.assert_frame_equal(df_full, df_resumed)  # the csv has no timing columns
+    assert df_resumed["epoch"].tolist() == [-1, 0, 1]
+    assert (out / f"{name}_df.csv").read_text() == (attack / "defense" / "full" / "full_df.csv").read_text()
+
+
+def test_resume_refuses_other_settings(uninterrupted, capsys):
+    from sau_plugin.cli import main
+
+    base, attack = uninterrupted
+    args = bb.cli_args(base, "cifar10", "--n_rounds", str(N_ROUNDS), "--batch_size", "10", "--defense_name", "full",
+                       "--resume", "--lr", "0.5")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "written with other settings (lr: 0.0001 -> 0.5)" in err and err.count("\n") == 1
