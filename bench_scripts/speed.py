@@ -66,19 +66,22 @@ def synthetic_data(args):
 
 
 def record_data(args):
-    """A real attack folder through the plugin's reader (tensors in [0,1] turned back to uint8)."""
+    """A real attack folder, read exactly as ``sau-plugin defend`` reads it."""
     import torch
 
-    from sau_plugin.backdoorbench.record import load_eval_sets, read_record
-    from sau_plugin.backdoorbench.defense import select_clean_subset
+    from sau_plugin import SAUConfig
+    from sau_plugin.backdoorbench.defense import load_inputs
 
-    rec = read_record(Path(args.record_dir) / args.result_file)
-    ev = load_eval_sets(Path(args.record_dir) / args.result_file)
-    to_u8 = lambda x: (x * torch.tensor(ev.std).view(1, -1, 1, 1) + torch.tensor(ev.mean).view(1, -1, 1, 1)).mul(255).round().clamp(0, 255).to(torch.uint8)
-    xc, yc = select_clean_subset(rec, n=args.n_clean, seed=args.seed)
-    return dict(clean=(to_u8(xc), yc), test=(to_u8(ev.x_clean[: args.n_test]), ev.y_clean[: args.n_test]),
-                bd=(to_u8(ev.x_bd[: args.n_bd]), ev.y_bd[: args.n_bd], ev.y_orig[: args.n_bd]),
-                mean=ev.mean, std=ev.std, model_name=rec.model_name, num_classes=rec.num_classes, state_dict=rec.state_dict)
+    cfg = SAUConfig(device="cpu", result_file=args.result_file, record_dir=args.record_dir, dataset=args.dataset,
+                    ratio=1.0, random_seed=args.seed, loader="standalone")
+    inp = load_inputs(cfg)  # ratio 1: the whole clean training set, then the first n_clean of its seeded order
+    mean, std = torch.tensor(inp.mean).view(1, -1, 1, 1), torch.tensor(inp.std).view(1, -1, 1, 1)
+    clean = ((inp.clean[0] * std + mean) * 255).round().clamp(0, 255).to(torch.uint8)  # back to the decoded pixels
+    n = args.n_clean
+    return dict(clean=(clean[:n], inp.clean[1][:n]), test=(inp.test[0][: args.n_test], inp.test[1][: args.n_test]),
+                bd=tuple(t[: args.n_bd] for t in inp.bd_test), mean=inp.mean, std=inp.std,
+                model_name=inp.record.model_name, num_classes=inp.record.num_classes,
+                state_dict=inp.model.state_dict())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,6 +307,7 @@ def main(argv=None):
     p.add_argument("--compile", action="store_true", help="torch.compile the plugin's models")
     p.add_argument("--record_dir", default="record")
     p.add_argument("--result_file", default=None, help="attack folder under --record_dir (default: synthetic data)")
+    p.add_argument("--dataset", default="cifar10", help="dataset of --result_file")
     p.add_argument("--bb-root", dest="bb_root", default=None, help="a BackdoorBench checkout holding record/<result_file>")
     p.add_argument("--bb-python", dest="bb_python", default=sys.executable, help="python of BackdoorBench's environment")
     p.add_argument("--bb-wrapper", dest="bb_wrapper", default=None,

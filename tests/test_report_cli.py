@@ -138,7 +138,7 @@ def test_errors_are_one_line_exit_2(record, capsys, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------------------
-# --reevaluate, with sau_plugin.backdoorbench.record replaced by a stub (the real reader is built elsewhere)
+# --reevaluate, with the record reader replaced by a stub (exact cells); tests/test_report_reevaluate.py runs the real one
 
 def constant_model_state(num_classes: int, predict: int, width: int = 4):
     """State of a 1-channel PreAct-ResNet18 that predicts ``predict`` for every input."""
@@ -153,7 +153,7 @@ def stub_record(monkeypatch):
     y_clean = torch.tensor([0, 1, 2, 2, 2, 1, 0, 2])
     y_bd = torch.zeros(6, dtype=torch.long)  # all-to-one, target 0
     y_orig = torch.tensor([1, 2, 2, 1, 1, 2])
-    module = types.ModuleType("sau_plugin.backdoorbench.record")
+    module = types.ModuleType(ev.RECORD_MODULE)
     module.calls = []
 
     def load_eval_sets(attack_dir):
@@ -161,7 +161,7 @@ def stub_record(monkeypatch):
         return (torch.rand(8, 1, 8, 8), y_clean, torch.rand(6, 1, 8, 8), y_bd, y_orig, (0.5,), (0.5,))
 
     module.load_eval_sets = load_eval_sets
-    monkeypatch.setitem(sys.modules, "sau_plugin.backdoorbench.record", module)
+    monkeypatch.setitem(sys.modules, ev.RECORD_MODULE, module)
     return module
 
 
@@ -236,5 +236,5 @@ def test_reevaluate_without_the_record_reader_is_a_clear_error(record, capsys, m
     monkeypatch.setitem(sys.modules, ev.RECORD_MODULE, None)  # importing it now raises ModuleNotFoundError
     code, _, err = run_cli(capsys, "--record_dir", str(record), "--reevaluate")
     assert code == 2
-    assert "--reevaluate needs sau_plugin.backdoorbench.record" in err
+    assert f"--reevaluate needs {ev.RECORD_MODULE}" in err
 

@@ -38,7 +38,7 @@ from ..fileio import atomic_write_text
 from ..metrics import der, evaluate_backdoor, evaluate_clean
 from ..models import create_model, infer_model_kwargs, load_weights
 from . import checkpoint
-from .loaders import LoadedData, load_data
+from .loaders import LoadedData, eval_tensors, load_data
 from .record import AttackRecord, read_attack_result, rename_by_position
 from .results import (INITIAL_EPOCH, metrics_frame, plot_metrics, read_attack_summary,
                       summary_frame, write_csv, write_defense_result, write_json)
@@ -297,10 +297,7 @@ def _load_inputs(cfg: SAUConfig, paths: _Paths, timings: Dict[str, float]) -> _I
     h, w, c = record.img_size
     _check_labels(data.clean_train.labels, record.num_classes, data.clean_train.where)
     _check_labels(data.clean_test.labels, record.num_classes, data.clean_test.where)
-    test = (stack_images((data.clean_test.image(i) for i in range(len(data.clean_test))), (h, w), c),
-            torch.from_numpy(data.clean_test.labels))
-    bd_test = (stack_images((data.bd_test.load(i) for i in range(len(data.bd_test))), (h, w), c),
-               torch.from_numpy(data.bd_test.bd_labels), torch.from_numpy(data.bd_test.orig_labels))
+    test, bd_test = eval_tensors(record, data)
     timings["load"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -309,6 +306,12 @@ def _load_inputs(cfg: SAUConfig, paths: _Paths, timings: Dict[str, float]) -> _I
              torch.from_numpy(data.clean_train.labels[indices]))
     timings["clean_subset"] = time.perf_counter() - t
     return _Inputs(record, data, model, mean, std, test, bd_test, indices, clean)
+
+
+def load_inputs(cfg: SAUConfig) -> _Inputs:
+    """Everything a run reads (record, data, model, tensors), checked, without writing anything
+    (for benchmarks and notebooks)."""
+    return _load_inputs(cfg, _Paths.of(cfg), {})
 
 
 def _run(cfg: SAUConfig, progress: bool, session: _LogSession) -> DefenseOutcome:

@@ -25,6 +25,7 @@ import torch
 from ..errors import ConfigError, RecordError, SAUError
 from .datasets import ImageSet, load_split
 from .record import AttackRecord, PoisonedSet, dataset_root, poisoned_test_set
+from .transforms import stack_images
 
 log = logging.getLogger(__name__)
 
@@ -114,3 +115,15 @@ def load_data(record: AttackRecord, attack_dir: Path, record_dir: Path, loader: 
     test = load_split(record.clean_data, root, train=False)
     base_dir = Path(record_dir).resolve().parent
     return LoadedData(train, test, poisoned_test_set(record, test, attack_dir, base_dir), "standalone")
+
+
+def eval_tensors(record: AttackRecord, data: LoadedData) -> Tuple[Tuple[torch.Tensor, torch.Tensor],
+                                                                  Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The clean test set ``(uint8 images, labels)`` and the poisoned test set
+    ``(uint8 images, backdoor labels, true labels)``, resized to the record's img_size."""
+    h, w, c = record.img_size
+    test = (stack_images((data.clean_test.image(i) for i in range(len(data.clean_test))), (h, w), c),
+            torch.from_numpy(data.clean_test.labels))
+    bd = (stack_images((data.bd_test.load(i) for i in range(len(data.bd_test))), (h, w), c),
+          torch.from_numpy(data.bd_test.bd_labels), torch.from_numpy(data.bd_test.orig_labels))
+    return test, bd

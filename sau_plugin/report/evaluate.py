@@ -6,7 +6,7 @@ table every ``defense_result.pt`` is loaded and evaluated here on the attack's t
 sets with :mod:`sau_plugin.metrics` (ACC on the clean test set, ASR and R-ACC from one
 pass over the poisoned test set).
 
-The test sets come from ``sau_plugin.backdoorbench.record``, imported lazily, which
+The test sets come from ``sau_plugin.backdoorbench.evalsets``, imported lazily, which
 must provide::
 
     load_eval_sets(attack_dir: Path) -> EvalSets-like
@@ -41,7 +41,7 @@ from ..metrics import batches, evaluate_backdoor, evaluate_clean
 from ..models import create_model, infer_model_kwargs, load_weights
 from .collect import Figures, Run, defense_source, missing
 
-RECORD_MODULE = "sau_plugin.backdoorbench.record"
+RECORD_MODULE = "sau_plugin.backdoorbench.evalsets"
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class EvalSets:
 
 
 def record_module():
-    """``sau_plugin.backdoorbench.record``, or a RecordError that says it is not in this build."""
+    """``sau_plugin.backdoorbench.evalsets``, or a RecordError that says it is not in this build."""
     try:
         module = importlib.import_module(RECORD_MODULE)
     except ModuleNotFoundError as exc:

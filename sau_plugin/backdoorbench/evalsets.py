@@ -1,0 +1,39 @@
+"""Test sets and the attacked model of a record folder, for re-evaluating saved models
+(``sau-plugin report --reevaluate``): the same reading path as the defense itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, NamedTuple, Sequence, Tuple
+
+import torch
+
+from .defense import build_model
+from .loaders import eval_tensors, load_data
+from .record import read_attack_result
+from .transforms import normalization
+
+
+class EvalSets(NamedTuple):
+    x_clean: torch.Tensor  # float (N, C, H, W) in [0, 1]
+    y_clean: torch.Tensor
+    x_bd: torch.Tensor  # float (M, C, H, W) in [0, 1]
+    y_bd: torch.Tensor
+    y_orig: torch.Tensor
+    mean: Sequence[float]
+    std: Sequence[float]
+
+
+def load_eval_sets(attack_dir: Path | str, *, loader: str = "standalone", trust_pickle: bool = False) -> EvalSets:
+    attack_dir = Path(attack_dir)
+    record = read_attack_result(attack_dir, trust_pickle=trust_pickle)
+    data = load_data(record, attack_dir, attack_dir.parent, loader)
+    (x, y), (xb, yb, yo) = eval_tensors(record, data)
+    mean, std = normalization(record.clean_data)
+    return EvalSets(x.float() / 255, y, xb.float() / 255, yb, yo, mean, std)
+
+
+def load_attack_model(attack_dir: Path | str, *, trust_pickle: bool = False) -> Tuple[str, int, Dict[str, torch.Tensor]]:
+    """(model_name, num_classes, state_dict) of the backdoored model, keys as the model expects."""
+    record = read_attack_result(Path(attack_dir), trust_pickle=trust_pickle)
+    return record.model_name, record.num_classes, build_model(record, record.state_dict).state_dict()
