@@ -284,10 +284,10 @@ def summarise(results: list, bb: dict | None) -> str:
                          f"{100 * bb['test_acc']:>8.2f}{100 * bb['test_asr']:>8.2f}{100 * bb['test_ra']:>8.2f}")
     if base and "fp32" in by:
         d = {k: abs(by["fp32"]["rows"][-1][k] - base["rows"][-1][k]) for k in ("test_acc", "test_asr", "test_ra")}
-        lines.append(f"fp32 vs reference, final |difference| (points): " + ", ".join(f"{k} {100 * v:.3f}" for k, v in d.items()))
+        lines.append("fp32 vs reference, final |difference| (points): " + ", ".join(f"{k} {100 * v:.3f}" for k, v in d.items()))
     if "amp" in by and "fp32" in by:
         d = {k: abs(by["amp"]["rows"][-1][k] - by["fp32"]["rows"][-1][k]) for k in ("test_acc", "test_asr", "test_ra")}
-        lines.append(f"amp vs fp32, final |difference| (points): " + ", ".join(f"{k} {100 * v:.3f}" for k, v in d.items()))
+        lines.append("amp vs fp32, final |difference| (points): " + ", ".join(f"{k} {100 * v:.3f}" for k, v in d.items()))
     return "\n".join(lines)
 
 
