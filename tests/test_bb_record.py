@@ -4,6 +4,7 @@ validation errors, both container modes, key handling and poisoned-image paths."
 import logging
 import os
 import shutil
+import zipfile
 from fractions import Fraction
 from pathlib import Path
 
@@ -197,3 +198,14 @@ def test_in_file_mode_keeps_values_backdoorbench_writes_with_numpy_keys(tmp_path
                        img_size=np.array([8, 8, 3]), clean_data="cifar10", bd_test=split)
     rec = read_attack_result(tmp_path / "record" / "a")
     assert [(e.index, e.bd_label, e.orig_label) for e in rec.bd_test] == [(1, 0, 4), (2, 0, 5)]
+
+
+def test_file_written_under_numpy_1_loads(tmp_path):
+    """BackdoorBench environments pin numpy < 2, whose pickles name numpy.core.multiarray."""
+    torch.save({"arr": np.arange(5), "poison": np.zeros(3, np.int64)}, tmp_path / "np2.pt", pickle_protocol=2)
+    bb.rewrite_pickle(tmp_path / "np2.pt", tmp_path / "np1.pt",
+                   lambda data: data.replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n"))
+    with zipfile.ZipFile(tmp_path / "np1.pt") as z:
+        assert b"numpy.core.multiarray" in z.read(next(n for n in z.namelist() if n.endswith("/data.pkl")))
+    back = safe_torch_load(tmp_path / "np1.pt")
+    assert back["arr"].tolist() == [0, 1, 2, 3, 4] and back["poison"].dtype == np.int64

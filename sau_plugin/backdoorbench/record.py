@@ -20,6 +20,7 @@ Any other global -> :class:`UnsafePickleError` naming it; nothing in the file ru
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
 import numbers
 import re
@@ -80,11 +81,17 @@ class _SafeImage(Image.Image):
 @functools.lru_cache(maxsize=1)
 def numpy_globals() -> Dict[str, Any]:
     """Names numpy arrays, dtypes and scalars pickle as (NumPy 2 and 1.x spellings)."""
-    mod = getattr(np, "_core", None) or np.core
+    multiarray = None
+    for module in ("numpy._core.multiarray", "numpy.core.multiarray"):  # NumPy 2 first; 1.x has only the second
+        try:
+            multiarray = importlib.import_module(module)
+            break
+        except ImportError:
+            continue
     names: Dict[str, Any] = {"numpy.ndarray": np.ndarray, "numpy.dtype": np.dtype}
-    for core in ("numpy._core.multiarray", "numpy.core.multiarray"):
-        names[f"{core}._reconstruct"] = mod.multiarray._reconstruct
-        names[f"{core}.scalar"] = mod.multiarray.scalar
+    for core in ("numpy._core.multiarray", "numpy.core.multiarray"):  # a file may come from either NumPy
+        names[f"{core}._reconstruct"] = multiarray._reconstruct
+        names[f"{core}.scalar"] = multiarray.scalar
     # a pickled dtype is BUILT on its concrete class (NumPy >= 1.25 has numpy.dtypes)
     for t in ("?", "b", "B", "h", "H", "i", "I", "l", "L", "q", "Q", "e", "f", "d"):
         cls = type(np.dtype(t))
@@ -126,8 +133,9 @@ def safe_torch_load(path: Path | str, *, trust_pickle: bool = False, what: str =
             raise
         except Exception as exc:
             raise RecordError(f"{what} at {str(path)!r} cannot be read ({_brief(exc)}); {HOW_TO_FIX}") from None
+    allowed = _allowlist()  # outside the try: a fault here is ours, not the file's
     try:
-        with torch.serialization.safe_globals(_allowlist()):
+        with torch.serialization.safe_globals(allowed):
             unsafe = _unsafe_globals(path)
             if unsafe:
                 raise UnsafePickleError(_unsafe_message(what, path, unsafe))
