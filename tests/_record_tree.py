@@ -134,8 +134,8 @@ class RecordTree:
             import json
 
             (d / "sau_result.json").write_text(json.dumps({
-                "before": {"test_acc": 0.9, "test_asr": 0.9, "test_ra": 0.1},
-                "after": {"test_acc": acc, "test_asr": asr, "test_ra": ra}, "der": 0.0}))
+                "no_defense": {"test_acc": 0.9, "test_asr": 0.9, "test_ra": 0.1},
+                "final": {"test_acc": acc, "test_asr": asr, "test_ra": ra}, "der": 0.0}))
         else:
             write_summary(d / (csv_name or f"{name}_df_summary.csv"), epoch_rows((acc, asr, ra)))
 

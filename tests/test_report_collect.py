@@ -85,7 +85,7 @@ def test_plugin_variant_names_and_json_fallback(tree):
     assert figures(read_defense(tree.root / "badnet", "ft")) == pytest.approx((0.7, 0.1, 0.6))
     run = read_defense(tree.root / "badnet", "a+d")
     assert figures(run) == pytest.approx((0.6, 0.2, 0.5))
-    assert run.figures.source == "badnet/defense/a+d/sau_result.json, key after"
+    assert run.figures.source == "badnet/defense/a+d/sau_result.json, key final"
 
 
 def test_unknown_defense_single_summary_is_used_with_a_note(tree):

@@ -44,3 +44,17 @@ def test_reevaluated_figures_match_what_the_run_wrote(defended, capsys):
     # the run evaluated the same model on the same sets: the re-evaluation agrees with its CSV
     for cell, col in zip(row[5:8], ("test_acc", "test_asr", "test_ra")):
         assert float(cell) == pytest.approx(100 * float(summary["last"][col]), abs=0.01)
+
+
+def test_report_reads_a_real_runs_result_json_when_its_csv_is_gone(defended, capsys, tmp_path):
+    import json
+    import shutil
+
+    base, attack_dir, _ = defended
+    copy_dir = tmp_path / "record"
+    shutil.copytree(base / "record" / "badnet", copy_dir / "badnet")
+    (copy_dir / "badnet" / "defense" / "sau" / "sau_df_summary.csv").unlink()
+    final = json.loads((copy_dir / "badnet" / "defense" / "sau" / "sau_result.json").read_text())["final"]
+    assert main(["report", "--record_dir", str(copy_dir), "--attacks", "badnet", "--defenses", "sau", "--format", "csv"]) == 0
+    row = next(r for r in csv.reader(io.StringIO(capsys.readouterr().out)) if r and r[0] == "badnet")
+    assert [float(c) for c in row[5:8]] == pytest.approx([100 * final[k] for k in ("test_acc", "test_asr", "test_ra")], abs=0.01)

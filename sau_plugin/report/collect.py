@@ -58,7 +58,7 @@ i-BAU (``defense/i-bau/``)
     ``i-bau_df_summary.csv``, row ``last`` (i-bau.py:602); ``i-bau_df.csv`` per round.
 SAU (``defense/sau/``; BackdoorBench's own sau.py and this plugin)
     ``sau_df_summary.csv``, row ``last`` (sau.py:576). The plugin writes the same
-    files under ``defense/<defense_name>/`` plus ``sau_result.json`` (key ``after``),
+    files under ``defense/<defense_name>/`` plus ``sau_result.json`` (key ``final``),
     which is read when no summary is found.
 
 Any other defense name (the plugin's variants such as ``ft`` or ``sau_l2``) is read
@@ -177,15 +177,15 @@ def read_csv_figures(path: Path, label: str) -> Tuple[Figures, Tuple[str, ...]]:
 
 
 def read_json_figures(path: Path, label: str) -> Tuple[Figures, Tuple[str, ...]]:
-    """The plugin's ``sau_result.json``: key ``after`` with test_acc / test_asr / test_ra."""
+    """The plugin's ``sau_result.json``: key ``final`` with test_acc / test_asr / test_ra."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise RecordError(f"{path} is not readable JSON ({exc})") from None
-    after = data.get("after") if isinstance(data, dict) else None
-    if not isinstance(after, dict):
-        raise RecordError(f"{label}: no 'after' dict")
-    return figures_from_row(after, f"{label}, key after"), ()
+    final = data.get("final") if isinstance(data, dict) else None
+    if not isinstance(final, dict):
+        raise RecordError(f"{label}: no 'final' dict")
+    return figures_from_row(final, f"{label}, key final"), ()
 
 
 # ---------------------------------------------------------------------------------------------------------
