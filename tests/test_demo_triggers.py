@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from sau_plugin.demo import triggers
-from sau_plugin.demo.attack import AttackSettings, poison_indices, poison_test, poison_train
+from sau_plugin.demo.attack import AttackSettings, poison_indices, poison_test, poison_train, random_crop
 from sau_plugin.demo.data import Split
 from sau_plugin.errors import ConfigError
 
@@ -176,3 +176,23 @@ def test_settings_validation():
         AttackSettings(pratio=1.5)
     with pytest.raises(ConfigError, match="target"):
         AttackSettings(target=10)
+
+
+def test_random_crop_shifts_each_sample_within_the_black_padding():
+    x = torch.randn(8, 1, 6, 6)
+    gen = torch.Generator().manual_seed(0)
+    assert random_crop(x, 0, gen) is x
+    out = random_crop(x, 2, gen)
+    assert out.shape == x.shape
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2), value=-1.0)  # black after Normalize(0.5, 0.5)
+    for i in range(8):  # every crop is a 6x6 window of the padded image
+        windows = padded[i, 0].unfold(0, 6, 1).unfold(1, 6, 1).reshape(-1, 6, 6)
+        assert any(torch.equal(out[i, 0], w) for w in windows)
+
+
+def test_per_attack_defaults_resolve_and_are_recorded():
+    sig = AttackSettings(attack="sig")
+    assert sig.poison_ratio == 0.09 and sig.to_dict()["pratio"] == 0.09
+    assert AttackSettings(attack="sig", pratio=0.2).poison_ratio == 0.2
+    assert AttackSettings(attack="badnet_all2all").to_dict()["epochs"] == 16
+    assert AttackSettings(attack="badnet").to_dict() == AttackSettings(attack="badnet", pratio=0.1, epochs=8).to_dict()
