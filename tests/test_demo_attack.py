@@ -125,6 +125,10 @@ def test_same_settings_reuse_the_record_and_new_ones_retrain(record, monkeypatch
     assert again.reused and again.metrics == record.metrics
     saved = yaml.safe_load((record.folder / "attack_config.yaml").read_text())
     assert saved["settings"]["attack"] == "badnet" and saved["settings"]["epochs"] == 1
+    raw = data.raw_dir(record.folder.parent.parent)
+    (raw / "t10k-labels-idx1-ubyte").unlink()  # a reused record gets its data back
+    assert generate(AttackSettings(attack="badnet", **TINY), record.folder.parent, progress=False).reused
+    assert (raw / "t10k-labels-idx1-ubyte").is_file()
 
     class Retrains(Exception):
         pass

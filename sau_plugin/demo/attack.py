@@ -262,14 +262,15 @@ def generate(settings: AttackSettings, record_dir: Path | str = DEFAULT_RECORD_D
     import yaml
 
     record_dir = Path(record_dir)
+    workspace = record_dir.parent  # BackdoorBench reads data_path relative to the folder holding record/
     folder = record_dir / (name or record_name(settings.attack))
     config_file = folder / "attack_config.yaml"
     if not overwrite and (folder / "attack_result.pt").is_file() and config_file.is_file():
         saved = yaml.safe_load(config_file.read_text()) or {}
         if saved.get("settings") == settings.to_dict():
+            ensure_mnist(workspace)  # the record is useless without its data: rewrite them if deleted
             return AttackOutcome(folder, saved.get("metrics", {}), float(saved.get("train_time_s", 0.0)), reused=True)
 
-    workspace = record_dir.parent  # BackdoorBench reads data_path relative to the folder holding record/
     train, test = ensure_mnist(workspace)
     images, labels, bd_idx, bd_train = poison_train(train, settings)
     bd_test = poison_test(test, settings)
