@@ -1,0 +1,363 @@
+"""The offline attack generator: poison the demo MNIST split, train a backdoored model,
+and leave a record folder exactly like BackdoorBench's.
+
+    sau-plugin attack --attack badnet [--pratio 0.1] [--target 0] [--epochs N] [--width 16]
+
+writes, under ``<record_dir>`` (default ``sau_demo/record``) and its sibling ``data/``::
+
+    <workspace>/data/mnist/MNIST/raw/*-ubyte          the clean digits (see demo/data.py)
+    <workspace>/record/<attack>_demo/attack_result.pt  BackdoorBench's format, poisoned images in the file
+                                    attack_df.csv       one row per epoch (BackdoorBench's columns)
+                                    attack_df_summary.csv  rows last / valid_max / exist_nan_value
+                                    attack_config.yaml  the settings and final figures of this run
+
+Poisoning follows BackdoorBench: ``round(pratio * N)`` training samples chosen at random
+(all-to-one may pick target-class samples too; SIG, clean-label, picks only target-class
+samples and keeps their labels); the poisoned test set holds every test sample whose
+label is not the target (all-to-one) or every test sample (all-to-all). Training: SGD
+(momentum 0.9, weight decay 5e-4), one-cycle learning rate peaking at 0.05, batch 128,
+BackdoorBench's MNIST augmentation (random crop, padding 4), PreAct-ResNet18 of width 16.
+
+Figures at the defaults (seed 0; 4,000 training / 1,000 test digits; training time on
+2 shared CPU cores, other jobs running, so +-20%):
+
+    attack          pratio  epochs  ACC    ASR     R-ACC  time
+    badnet          0.10     8      97.90  100.00   0.00   35 s
+    blended         0.10     8      96.10  100.00   0.00   32 s
+    sig (clean-l.)  0.09     8      96.90   95.22   4.33   35 s
+    wanet           0.10    12      97.70   98.56   1.33   52 s
+    lf              0.10     8      97.30   99.89   0.00   42 s
+    badnet_all2all  0.10    16      98.20   96.70   0.10   70 s
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from PIL import Image
+
+from ..backdoorbench.attack_result import PoisonedSplit, save_attack_result
+from ..errors import ConfigError
+from ..fileio import atomic_write_text
+from ..metrics import batches, evaluate_backdoor, evaluate_clean
+from ..models import create_model
+from . import triggers
+from .data import DATA_PATH, Split, ensure_mnist
+
+NUM_CLASSES = 10
+MEAN, STD = 0.5, 0.5  # BackdoorBench's MNIST normalisation
+DEFAULT_RECORD_DIR = "sau_demo/record"
+
+
+@dataclass(frozen=True)
+class AttackKind:
+    trigger: Callable[[np.ndarray], np.ndarray]
+    all_to_all: bool = False
+    clean_label: bool = False
+    # this attack's defaults, chosen so that ASR >= 85% and clean ACC >= 93% (figures: module docstring)
+    epochs: int = 8
+    pratio: float = 0.1
+
+
+ATTACKS: Dict[str, AttackKind] = {
+    "badnet": AttackKind(triggers.badnet),
+    "blended": AttackKind(triggers.blended),
+    # 0.09 of the training set = 90% of the target class: at 100% no clean digit of the target
+    # class is left and its clean ACC collapses (88%); at 50% the ASR stays under 20%
+    "sig": AttackKind(triggers.sig, clean_label=True, pratio=0.09),
+    "wanet": AttackKind(triggers.wanet, epochs=12),  # 8 epochs reach ASR 96%, but only in the last two
+    "lf": AttackKind(triggers.lf),
+    "badnet_all2all": AttackKind(triggers.badnet, all_to_all=True, epochs=16),  # 8 epochs: ASR 59%
+}
+
+
+@dataclass(frozen=True)
+class AttackSettings:
+    """Everything that determines a generated record (saved as attack_config.yaml)."""
+
+    attack: str = "badnet"
+    pratio: Optional[float] = None  # None: the attack's default (ATTACKS[attack].pratio)
+    target: int = 0
+    epochs: Optional[int] = None  # None: the attack's default (ATTACKS[attack].epochs)
+    width: int = 16  # PreAct-ResNet18 base width (BackdoorBench: 64); 16 trains on 2 CPU cores in about a minute
+    batch_size: int = 128
+    lr: float = 0.05  # SGD, momentum 0.9, one-cycle schedule: converges in a few epochs
+    weight_decay: float = 5e-4
+    cross_ratio: float = 2.0  # WaNet noise mode: pratio * cross_ratio samples warped with random jitter
+    crop_padding: int = 4  # BackdoorBench's MNIST training transform: RandomCrop(28, padding=4); 0 = none
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.attack not in ATTACKS:
+            raise ConfigError(f"unknown attack {self.attack!r}; choose one of {', '.join(ATTACKS)}")
+        if self.pratio is not None and not 0 < self.pratio < 1:
+            raise ConfigError(f"pratio must be in (0, 1); got {self.pratio}")
+        if not 0 <= self.target < NUM_CLASSES:
+            raise ConfigError(f"target must be a class in 0..{NUM_CLASSES - 1}; got {self.target}")
+        for key in ("width", "batch_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be >= 1; got {getattr(self, key)}")
+        if self.epochs is not None and self.epochs < 1:
+            raise ConfigError(f"epochs must be >= 1; got {self.epochs}")
+
+    @property
+    def kind(self) -> AttackKind:
+        return ATTACKS[self.attack]
+
+    @property
+    def n_epochs(self) -> int:
+        return self.epochs if self.epochs is not None else self.kind.epochs
+
+    @property
+    def poison_ratio(self) -> float:
+        return self.pratio if self.pratio is not None else self.kind.pratio
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "epochs": self.n_epochs, "pratio": self.poison_ratio}
+
+
+@dataclass
+class AttackOutcome:
+    folder: Path
+    metrics: Dict[str, float]  # last epoch: test_acc, test_asr, test_ra (fractions), ...
+    train_time_s: float
+    reused: bool = False
+
+
+# ---- poisoning (pure numpy) ----------------------------------------------------------------------------------
+def poison_indices(labels: np.ndarray, pratio: float, rng: np.random.Generator, *, clean_label: bool = False,
+                   target: int = 0) -> np.ndarray:
+    """``round(pratio * N)`` distinct indices, sorted; clean-label draws from the target class only.
+
+    BackdoorBench counts clean-label poisoning against the whole set too; when the target
+    class is smaller than that count, all of it is poisoned.
+    """
+    candidates = np.flatnonzero(labels == target) if clean_label else np.arange(len(labels))
+    n = min(len(candidates), round(pratio * len(labels)))
+    return np.sort(rng.choice(candidates, size=n, replace=False))
+
+
+def backdoor_labels(labels: np.ndarray, settings: AttackSettings) -> np.ndarray:
+    if settings.kind.clean_label:
+        return labels.copy()
+    if settings.kind.all_to_all:
+        return triggers.all_to_all(labels, NUM_CLASSES)
+    return triggers.all_to_one(labels, settings.target)
+
+
+def poison_train(train: Split, settings: AttackSettings) -> Tuple[np.ndarray, np.ndarray, np.ndarray, PoisonedSplit]:
+    """The training set as the attacker hands it over: images, labels, the indices carrying
+    the backdoor, and every changed sample as BackdoorBench's bd_train records it."""
+    rng = np.random.default_rng(settings.seed)
+    idx = poison_indices(train.labels, settings.poison_ratio, rng, clean_label=settings.kind.clean_label,
+                         target=settings.target)
+    images, labels = train.images.copy(), train.labels.copy()
+    images[idx] = settings.kind.trigger(train.images[idx])
+    labels[idx] = backdoor_labels(train.labels[idx], settings)
+    changed = idx
+    if settings.attack == "wanet":  # noise mode: jittered warps that keep their true label
+        rest = np.setdiff1d(np.arange(len(labels)), idx)
+        n_cross = min(len(rest), round(settings.poison_ratio * settings.cross_ratio * len(labels)))
+        cross = np.sort(rng.choice(rest, size=n_cross, replace=False))
+        images[cross] = triggers.wanet_noise(train.images[cross], seed=settings.seed + 1)
+        changed = np.sort(np.concatenate([idx, cross]))  # BackdoorBench's bd_train marks both as poisoned
+    split = PoisonedSplit(len(labels), changed.tolist(), [Image.fromarray(im) for im in images[changed]],
+                          labels[changed].tolist(), train.labels[changed].tolist())
+    return images, labels, idx, split
+
+
+def poison_test(test: Split, settings: AttackSettings) -> PoisonedSplit:
+    """Every test sample whose label can change: label != target (all-to-one), or all (all-to-all)."""
+    keep = np.arange(len(test.labels)) if settings.kind.all_to_all else np.flatnonzero(test.labels != settings.target)
+    images = settings.kind.trigger(test.images[keep])
+    bd = triggers.all_to_all(test.labels[keep], NUM_CLASSES) if settings.kind.all_to_all \
+        else triggers.all_to_one(test.labels[keep], settings.target)
+    return PoisonedSplit(len(test.labels), keep.tolist(), [Image.fromarray(im) for im in images], bd.tolist(),
+                         test.labels[keep].tolist())
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 (N, H, W) -> normalised float (N, 1, H, W), as ToTensor + Normalize(0.5, 0.5)."""
+    return (torch.from_numpy(np.ascontiguousarray(images)).float().div(255).unsqueeze(1) - MEAN) / STD
+
+
+# ---- training ------------------------------------------------------------------------------------------------------
+def train_backdoored(model: nn.Module, x: torch.Tensor, y: torch.Tensor, y_true: torch.Tensor, poisoned: torch.Tensor,
+                     evaluate: Callable[[nn.Module], Dict[str, float]], settings: AttackSettings,
+                     progress: bool = True) -> List[Dict[str, float]]:
+    """SGD with a one-cycle learning rate; one history row per epoch in BackdoorBench's columns."""
+    from tqdm.auto import tqdm
+
+    gen = torch.Generator().manual_seed(settings.seed)
+    steps_per_epoch = math.ceil(len(y) / settings.batch_size)
+    opt = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=0.9, nesterov=True,
+                          weight_decay=settings.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=settings.lr, total_steps=settings.n_epochs * steps_per_epoch)
+    history = []
+    bar = tqdm(total=settings.n_epochs * steps_per_epoch, desc=f"attack {settings.attack}", unit="batch",
+               disable=not progress, leave=False)
+    for _ in range(settings.n_epochs):
+        model.train()
+        order = torch.randperm(len(y), generator=gen)
+        preds, losses = [], []
+        for i in range(0, len(y), settings.batch_size):
+            idx = order[i:i + settings.batch_size]
+            logits = model(random_crop(x[idx], settings.crop_padding, gen))
+            loss = F.cross_entropy(logits, y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            preds.append(logits.argmax(1).detach())
+            losses.append(loss.item())
+            bar.update()
+        pred = torch.empty_like(y)
+        pred[order] = torch.cat(preds)
+        row = {"train_epoch_loss_avg_over_batch": sum(losses) / len(losses),
+               "train_acc": _acc(pred, y),
+               "train_acc_clean_only": _acc(pred[~poisoned], y[~poisoned]),
+               "train_asr_bd_only": _acc(pred[poisoned], y[poisoned]),
+               "train_ra_bd_only": _acc(pred[poisoned], y_true[poisoned])}
+        row.update(evaluate(model))
+        history.append(row)
+        bar.set_postfix(acc=f"{row['test_acc']:.3f}", asr=f"{row['test_asr']:.3f}")
+    bar.close()
+    return history
+
+
+def random_crop(x: torch.Tensor, padding: int, gen: torch.Generator) -> torch.Tensor:
+    """Per-sample random crop of a zero-padded batch (BackdoorBench's RandomCrop(size, padding));
+    the padding is black, i.e. -MEAN/STD after normalisation."""
+    if padding == 0:
+        return x
+    n, _, h, w = x.shape
+    padded = F.pad(x, (padding,) * 4, value=-MEAN / STD)
+    dy, dx = torch.randint(0, 2 * padding + 1, (2, n), generator=gen).tolist()
+    return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+
+
+def _acc(pred: torch.Tensor, y: torch.Tensor) -> float:
+    return float((pred == y).float().mean()) if len(y) else float("nan")
+
+
+# ---- the generator ---------------------------------------------------------------------------------------------
+def record_name(attack: str) -> str:
+    return f"{attack}_demo"
+
+
+def generate(settings: AttackSettings, record_dir: Path | str = DEFAULT_RECORD_DIR, *, name: Optional[str] = None,
+             overwrite: bool = False, progress: bool = True) -> AttackOutcome:
+    """Write ``<record_dir>/<name>/`` (default name ``<attack>_demo``); reuse it when the
+    same settings produced it before (unless ``overwrite``)."""
+    import yaml
+
+    record_dir = Path(record_dir)
+    workspace = record_dir.parent  # BackdoorBench reads data_path relative to the folder holding record/
+    folder = record_dir / (name or record_name(settings.attack))
+    config_file = folder / "attack_config.yaml"
+    if not overwrite and (folder / "attack_result.pt").is_file() and config_file.is_file():
+        saved = yaml.safe_load(config_file.read_text()) or {}
+        if saved.get("settings") == settings.to_dict():
+            ensure_mnist(workspace)  # the record is useless without its data: rewrite them if deleted
+            return AttackOutcome(folder, saved.get("metrics", {}), float(saved.get("train_time_s", 0.0)), reused=True)
+
+    train, test = ensure_mnist(workspace)
+    images, labels, bd_idx, bd_train = poison_train(train, settings)
+    bd_test = poison_test(test, settings)
+
+    torch.manual_seed(settings.seed)
+    model = create_model("preactresnet18", NUM_CLASSES, in_channels=1, width=settings.width)
+    x, y = to_tensor(images), torch.from_numpy(labels)
+    poisoned = torch.zeros(len(y), dtype=torch.bool)
+    poisoned[torch.from_numpy(bd_idx)] = True
+    x_clean, y_clean = to_tensor(test.images), torch.from_numpy(test.labels)
+    x_bd = to_tensor(np.stack([np.asarray(im) for im in bd_test.images]))
+    y_bd, y_orig = torch.tensor(bd_test.bd_labels), torch.tensor(bd_test.original_labels)
+
+    def evaluate(m: nn.Module) -> Dict[str, float]:
+        clean = evaluate_clean(m, batches(x_clean, y_clean, batch_size=512))
+        bd = evaluate_backdoor(m, batches(x_bd, y_bd, y_orig, batch_size=512))
+        return {"clean_test_loss_avg_over_batch": clean["clean_test_loss_avg_over_batch"],
+                "bd_test_loss_avg_over_batch": bd["bd_test_loss_avg_over_batch"],
+                "test_acc": clean["test_acc"], "test_asr": bd["test_asr"], "test_ra": bd["test_ra"]}
+
+    t0 = time.perf_counter()
+    history = train_backdoored(model, x, y, torch.from_numpy(train.labels), poisoned, evaluate, settings, progress)
+    train_time = time.perf_counter() - t0
+
+    save_attack_result(folder, model_name="preactresnet18", num_classes=NUM_CLASSES, state_dict=model.state_dict(),
+                       data_path=DATA_PATH, img_size=(28, 28, 1), clean_data="mnist", bd_test=bd_test, bd_train=bd_train)
+    write_history(folder, history, "attack")
+    metrics = {k: float(v) for k, v in history[-1].items()}
+    atomic_write_text(config_file, yaml.safe_dump({"settings": settings.to_dict(), "metrics": metrics,
+                                                    "train_time_s": round(train_time, 2)}, sort_keys=False))
+    return AttackOutcome(folder, metrics, train_time)
+
+
+def write_history(folder: Path, history: List[Dict[str, float]], prefix: str) -> None:
+    """``<prefix>_df.csv`` (one row per epoch) and ``<prefix>_df_summary.csv`` (rows last,
+    valid_max, exist_nan_value per column), as BackdoorBench's Metric_Aggregator writes them."""
+    import pandas as pd
+
+    df = pd.DataFrame(history)
+    summary = pd.DataFrame({col: [df[col].dropna().iloc[-1] if df[col].notna().any() else float("nan"),
+                                  df[col].max(), bool(df[col].isna().any())] for col in df.columns},
+                           index=["last", "valid_max", "exist_nan_value"])
+    atomic_write_text(folder / f"{prefix}_df.csv", df.to_csv())
+    atomic_write_text(folder / f"{prefix}_df_summary.csv", summary.to_csv())
+
+
+# ---- command line ------------------------------------------------------------------------------------------------
+def add_cli(subparsers) -> None:
+    p = subparsers.add_parser("attack", help="generate a backdoored MNIST record folder (offline, CPU)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_attack_arguments(p, epochs_flags=("--epochs", "--attack_epochs"))
+    p.add_argument("--name", default=None, help="record folder name (default: <attack>_demo)")
+    p.add_argument("--overwrite", action="store_true", help="retrain even if the same settings' record exists")
+    p.set_defaults(func=_main)
+
+
+def add_attack_arguments(p: argparse.ArgumentParser, epochs_flags: Tuple[str, ...] = ("--attack_epochs",)) -> None:
+    """The generator's flags; the demo keeps ``--epochs`` for SAU, so there it is ``--attack_epochs``."""
+    d = AttackSettings()
+    p.add_argument("--attack", default=d.attack, choices=list(ATTACKS), help="trigger (default: %(default)s)")
+    p.add_argument("--pratio", type=float, default=None,
+                   help="poisoning ratio, counted against the whole training set as BackdoorBench does "
+                        "(default: per attack, 0.1; sig 0.09)")
+    p.add_argument("--target", type=int, default=d.target, help="all-to-one target class (default: %(default)s)")
+    p.add_argument(*epochs_flags, dest="attack_epochs", type=int, default=None,
+                   help="training epochs (default: per attack)")
+    p.add_argument("--width", type=int, default=d.width, help="PreAct-ResNet18 base width (default: %(default)s)")
+    p.add_argument("--attack_lr", type=float, default=d.lr, help="peak SGD learning rate (default: %(default)s)")
+    p.add_argument("--attack_batch_size", type=int, default=d.batch_size, help="default: %(default)s")
+    p.add_argument("--attack_wd", type=float, default=d.weight_decay, help="SGD weight decay (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed, help="poisoning, initialisation and shuffling seed")
+    p.add_argument("--record_dir", default=DEFAULT_RECORD_DIR,
+                   help="record folder; the data go to its sibling data/ (default: %(default)s)")
+    p.add_argument("--no_progress", action="store_true", help="no progress bars")
+
+
+def settings_from_args(args: argparse.Namespace) -> AttackSettings:
+    return AttackSettings(attack=args.attack, pratio=args.pratio, target=args.target, epochs=args.attack_epochs,
+                          width=args.width, lr=args.attack_lr, batch_size=args.attack_batch_size,
+                          weight_decay=args.attack_wd, seed=args.seed)
+
+
+def _main(args: argparse.Namespace) -> int:
+    out = generate(settings_from_args(args), args.record_dir, name=args.name, overwrite=args.overwrite,
+                   progress=not args.no_progress)
+    m = out.metrics
+    how = "reused" if out.reused else f"trained in {out.train_time_s:.1f} s"
+    print(f"{out.folder}: ACC {100 * m['test_acc']:.2f}%  ASR {100 * m['test_asr']:.2f}%  "
+          f"R-ACC {100 * m['test_ra']:.2f}%  ({how})")
+    return 0
