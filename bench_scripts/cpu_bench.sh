@@ -15,7 +15,7 @@ DEVICE=${DEVICE:-cpu}
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 TABLE=cpu_bench
-CAPTION="CPU benchmark: offline default (MNIST), PreAct-ResNet18, poisoning ratio ${PRATIO:-0.1}"
+CAPTION="CPU benchmark: offline default (MNIST), PreAct-ResNet18, poisoning ratio ${PRATIO:-0.1 (SIG 0.09), the generator defaults}"
 DATASET=mnist
 MODEL=preactresnet18
 SAU_YAML=${SAU_YAML:-defense_configs/sau/demo_mnist.yaml}
@@ -29,8 +29,9 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 # hooks (see lib.sh): the plugin's own attack generator and defense instead of BackdoorBench's scripts
 bench_attack_folder() { echo "$1"; }
 
-bench_attack_cmd() {  # attack ratio folder
-    CMD=("$PYTHON" -m sau_plugin attack --attack "$1" --record_dir "$RECORD_DIR" --name "$3" --ratio "$2")
+bench_attack_cmd() {  # attack ratio folder; without PRATIO the generator's per-attack defaults apply
+    CMD=("$PYTHON" -m sau_plugin attack --attack "$1" --record_dir "$RECORD_DIR" --name "$3" --no_progress)
+    if [[ -n ${PRATIO:-} ]]; then CMD+=(--pratio "$2"); fi
 }
 
 bench_defense_cmd() {  # variant folder

@@ -274,7 +274,7 @@ def run_backdoorbench(args) -> dict:
     cmd = [args.bb_python, *([args.bb_wrapper] if args.bb_wrapper else []), "./defense/sau.py",
            "--result_file", args.result_file, "--yaml_path", f"./config/defense/sau/{args.bb_dataset}.yaml",
            "--dataset", args.bb_dataset, "--device", args.device, "--n_rounds", str(args.epochs),
-           "--num_workers", "0", "--batch_size", str(args.batch_size)]
+           "--num_workers", "0", "--batch_size", str(args.batch_size), *args.bb_extra.split()]
     env = dict(os.environ, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1", OMP_NUM_THREADS=str(args.threads))
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=args.bb_root, env=env, capture_output=True, text=True)
@@ -349,6 +349,8 @@ def main(argv=None):
     p.add_argument("--bb-wrapper", dest="bb_wrapper", default=None,
                    help="optional script run as `python WRAPPER ./defense/sau.py ...` (e.g. to bypass md5 checks)")
     p.add_argument("--bb-dataset", dest="bb_dataset", default="cifar10")
+    p.add_argument("--bb-extra", dest="bb_extra", default="",
+                   help="extra flags for defense/sau.py, e.g. '--ratio 0.125' for 500 of 4,000 clean samples")
     p.add_argument("--n_train", type=int, default=10000, help="synthetic poisoned training set for --pretrain_epochs")
     p.add_argument("--pretrain_epochs", type=int, default=0,
                    help="synthetic data: first train a backdoored model for this many epochs (once, shared by all modes)")

@@ -6,12 +6,15 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+import shlex
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+
+from sau_plugin.cli import build_parser
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "bench_scripts"
@@ -128,7 +131,7 @@ def test_cpu_bench_dry_run(tmp_path):
     attacks = [c for c in cmds if " -m sau_plugin attack " in c]
     defends = [c for c in cmds if " -m sau_plugin defend " in c]
     assert len(attacks) == 6 and len(defends) == 30
-    assert attacks[-1].endswith("attack --attack badnet_all2all --record_dir record_cpu --name badnet_all2all --ratio 0.1")
+    assert attacks[-1].endswith("attack --attack badnet_all2all --record_dir record_cpu --name badnet_all2all --no_progress")
     assert defends[0].endswith("defend --result_file badnet --record_dir record_cpu --yaml_path "
                                "defense_configs/sau/demo_mnist.yaml --dataset mnist --device cpu --variant ft "
                                "--defense_name ft")
@@ -136,6 +139,16 @@ def test_cpu_bench_dry_run(tmp_path):
     assert "# warning: no demo config at defense_configs/sau/demo_mnist.yaml" in out
     assert "--dataset mnist --model preactresnet18 --pratio 0.1" in cmds[-1]
     assert "--attacks badnet=BadNets" in cmds[-1] and "at=Vanilla\\ AT" in cmds[-1]
+    # every command the script would run parses with the plugin's real command line
+    for cmd in attacks + defends + [cmds[-1]]:
+        argv = shlex.split(cmd.split(" -m sau_plugin ", 1)[1])
+        build_parser(argv).parse_args(argv)
+
+
+def test_cpu_bench_passes_an_explicit_poisoning_ratio(tmp_path):
+    out = run("cpu_bench.sh", "--dry-run", "--attacks", "sig", cwd=tmp_path, env={"PRATIO": "0.05"}).stdout
+    attack = next(c for c in commands(out) if " -m sau_plugin attack " in c)
+    assert attack.endswith("--no_progress --pratio 0.05")
 
 
 # ------------------------------------------------------------------------------------------------------------
