@@ -42,9 +42,9 @@ def check_outputs(out: Path, name: str, n_rounds: int, n_train: int, ratio: floa
 
     header = (out / f"{name}_df.csv").read_text().splitlines()[0]
     assert header == "," + ",".join(DF_COLUMNS)  # unnamed index column, then BackdoorBench's columns
-    df = pd.read_csv(out / f"{name}_df.csv", index_col=0)
+    df = pd.read_csv(out / f"{name}_df.csv", index_col=0, float_precision="round_trip")
     assert df["epoch"].tolist() == [INITIAL_EPOCH, *range(n_rounds)] and df.index.tolist() == list(range(n_rounds + 1))
-    summary = pd.read_csv(out / f"{name}_df_summary.csv", index_col=0)
+    summary = pd.read_csv(out / f"{name}_df_summary.csv", index_col=0, float_precision="round_trip")
     assert summary.index.tolist() == SUMMARY_ROWS and summary.columns.tolist() == DF_COLUMNS
     assert float(summary.loc["last", "test_asr"]) == df["test_asr"].iloc[-1]
     assert float(summary.loc["valid_max", "test_acc"]) == df["test_acc"].max()

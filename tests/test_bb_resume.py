@@ -60,7 +60,7 @@ def uninterrupted(tmp_path_factory):
 def _final(attack: Path, name: str):
     out = attack / "defense" / name
     sd = torch.load(out / "defense_result.pt", weights_only=True)["model"]
-    return sd, pd.read_csv(out / f"{name}_df.csv", index_col=0)
+    return sd, pd.read_csv(out / f"{name}_df.csv", index_col=0, float_precision="round_trip")
 
 
 @pytest.mark.parametrize("epoch, batch", [(2, 2), (1, 1)])

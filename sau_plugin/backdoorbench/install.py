@@ -54,6 +54,9 @@ def _ours(path: Path) -> bool:
         return False
 
 
+BACKDOORBENCH_CONFIGS = ("config.yaml", "cifar10.yaml", "cifar100.yaml", "gtsrb.yaml", "tiny.yaml")
+
+
 def install_into(root: Path | str) -> List[Path]:
     """Write the launcher and YAML configs into BackdoorBench checkout ``root``; returns the paths."""
     root = Path(root)
@@ -61,8 +64,9 @@ def install_into(root: Path | str) -> List[Path]:
         raise ConfigError(f"{str(root)!r} does not look like a BackdoorBench checkout (expected defense/ and "
                           f"utils/save_load_attack.py); pass the folder you run BackdoorBench's scripts from")
     files = {root / "defense" / f"{DEFENSE_NAME}.py": LAUNCHER}
-    for src in sorted(config_dir().glob("*.yaml")):
-        files[root / "config" / "defense" / DEFENSE_NAME / src.name] = f"{MARKER}\n{src.read_text()}"
+    for name in BACKDOORBENCH_CONFIGS:  # the offline demo's YAML has no place in a BackdoorBench checkout
+        src = config_dir() / name
+        files[root / "config" / "defense" / DEFENSE_NAME / name] = f"{MARKER}\n{src.read_text()}"
     foreign = [str(p) for p in files if p.exists() and not _ours(p)]
     if foreign:
         raise OutputError(f"refusing to overwrite file(s) not written by sau-plugin: {', '.join(foreign)}; "
