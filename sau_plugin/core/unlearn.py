@@ -122,6 +122,9 @@ class Unlearner:
         self.cfg = cfg
         self.device = next(model.parameters()).device
         self.precision = precision or choose_precision(self.device, cfg.amp)
+        if self.device.type == "cuda":
+            # fixed input shapes: let cuDNN pick the fastest kernels (GPU runs are not bitwise anyway)
+            torch.backends.cudnn.benchmark = True
         self.model = self.precision.prepare(model).eval()
         self.model_ref = self.precision.prepare(model_ref).eval()
         for p in self.model_ref.parameters():
