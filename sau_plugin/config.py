@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Optional, Tuple
@@ -268,8 +269,8 @@ def _validate(c: SAUConfig) -> None:
     _check(isinstance(c.device, str) and _valid_device(c.device),
            f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto'; got {c.device!r}")
     _check(isinstance(c.model, str) and c.model != "", f"model must be a model name; got {c.model!r}")
-    _check(isinstance(c.defense_name, str) and c.defense_name.replace("-", "").replace("_", "").isalnum(),
-           f"defense_name must be letters, digits, '-' or '_'; got {c.defense_name!r}")
+    _check(isinstance(c.defense_name, str) and re.fullmatch(r"[A-Za-z0-9_+-]+", c.defense_name) is not None,
+           f"defense_name (an output folder name) must be letters, digits, '-', '_' or '+'; got {c.defense_name!r}")
 
 
 def _valid_device(dev: str) -> bool:

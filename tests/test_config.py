@@ -79,3 +79,14 @@ def test_yaml_errors_are_config_errors(tmp_path):
 @pytest.mark.parametrize("alias, canonical", [("A+B", "sau"), ("C+D", "at"), ("a+d", "a+d"), ("C+B", "c+b"), ("FT", "ft")])
 def test_variant_aliases(alias, canonical):
     assert SAUConfig.from_mapping({"variant": alias}).variant == canonical
+
+
+@pytest.mark.parametrize("name", ["sau", "i-bau", "a+d", "sau_n500"])
+def test_defense_name_accepts_folder_names(name):
+    assert SAUConfig(defense_name=name).defense_name == name
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "", "a b"])
+def test_defense_name_refuses_paths(name):
+    with pytest.raises(ConfigError, match="defense_name"):
+        SAUConfig(defense_name=name)
