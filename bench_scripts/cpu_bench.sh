@@ -37,6 +37,7 @@ bench_attack_cmd() {  # attack ratio folder; without PRATIO the generator's per-
 bench_defense_cmd() {  # variant folder
     CMD=("$PYTHON" -m sau_plugin defend --result_file "$2" --record_dir "$RECORD_DIR" --yaml_path "$SAU_YAML"
          --dataset "$DATASET" --device "$DEVICE" --variant "$1" --defense_name "$1")
+    sau_resume_arg "$2" "$1"
 }
 
 bench_attack_needs() { :; }

@@ -197,9 +197,17 @@ bench_defense_cmd() {  # name folder
             CMD=("$PYTHON" ./defense/sau_plugin.py --result_file "$folder"
                  --yaml_path "./config/defense/sau_plugin/$DATASET.yaml" --dataset "$DATASET" --model "$MODEL"
                  --defense_name "$name" "${VARIANT_ARGS[@]}")
+            sau_resume_arg "$folder" "$name"
             ;;
     esac
     [[ -n $DEVICE ]] && CMD+=(--device "$DEVICE")
+    return 0
+}
+
+# an interrupted plugin run (its checkpoint there, no defense_result.pt yet) continues
+# where it stopped instead of failing on the existing output folder
+sau_resume_arg() {  # folder name
+    if [[ -f $RECORD_DIR/$1/defense/$2/checkpoint/last.pt ]]; then CMD+=(--resume); fi
     return 0
 }
 

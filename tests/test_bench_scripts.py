@@ -151,6 +151,23 @@ def test_cpu_bench_passes_an_explicit_poisoning_ratio(tmp_path):
     assert attack.endswith("--no_progress --pratio 0.05")
 
 
+def test_interrupted_plugin_runs_are_resumed(tmp_path):
+    # a checkpoint without defense_result.pt is a run that was killed: continue it, do not restart or fail
+    for folder, name in [("record/cifar10_preactresnet18_badnet_0_1", "sau"), ("record_cpu/sig", "c+b")]:
+        (tmp_path / folder / "defense" / name / "checkpoint").mkdir(parents=True)
+        (tmp_path / folder / "defense" / name / "checkpoint" / "last.pt").write_bytes(b"")
+    table2 = commands(run("table2.sh", "--dry-run", "--attacks", "badnet,sig", "--defenses", "anp,sau",
+                          "--no-report", cwd=tmp_path).stdout)
+    resumed = [c for c in table2 if c.endswith("--resume")]
+    assert len(resumed) == 1 and "--result_file cifar10_preactresnet18_badnet_0_1 " in resumed[0]
+    assert "./defense/sau_plugin.py" in resumed[0]
+    cpu = commands(run("cpu_bench.sh", "--dry-run", "--attacks", "sig,lf", "--no-report", cwd=tmp_path).stdout)
+    resumed = [c for c in cpu if "--resume" in c]
+    assert len(resumed) == 1 and "--result_file sig " in resumed[0] and "--variant c+b" in resumed[0]
+    argv = shlex.split(resumed[0].split(" -m sau_plugin ", 1)[1])
+    assert build_parser(argv).parse_args(argv).resume is True
+
+
 # ------------------------------------------------------------------------------------------------------------
 # a real run of the engine: a fake BackdoorBench root with stub scripts that write what the real ones write
 
