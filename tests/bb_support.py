@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import os
 import pickle
 import struct
 from pathlib import Path
@@ -214,3 +215,32 @@ def rewrite_pickle(src: Path, dst: Path, mutate) -> None:
 def touch_marker(path) -> None:
     """A module-level function a malicious pickle could ask to call."""
     Path(path).write_text("code ran")
+
+
+# ---------------------------------------------------------------------------------------------
+# editing a record: bad keys and unsafe pickles for the error tests
+
+DROP = object()  # as a value in edit_attack_result: remove that key
+
+
+def edit_attack_result(attack_dir: Path, **changes) -> Path:
+    """Rewrite attack_result.pt with some keys changed (a ``DROP`` value removes the key)."""
+    path = attack_dir / "attack_result.pt"
+    content = torch.load(path, weights_only=False)
+    for k, v in changes.items():
+        if v is DROP:
+            content.pop(k)
+        else:
+            content[k] = v
+    torch.save(content, path)
+    return path
+
+
+class RunsCode:
+    """Pickles as a call to os.system: loading it with weights_only=False would run the command."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))

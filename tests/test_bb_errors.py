@@ -22,23 +22,9 @@ from sau_plugin.models import create_model
 one_thread = bb.one_thread_fixture()
 
 
-def _edit(attack: Path, **changes) -> None:
-    path = attack / "attack_result.pt"
-    content = torch.load(path, weights_only=False)
-    for k, v in changes.items():
-        if v is None:
-            content.pop(k)
-        else:
-            content[k] = v
-    torch.save(content, path)
-
-
-class RunsCode:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
+def _edit(attack: Path, **changes) -> list:
+    bb.edit_attack_result(attack, **changes)
+    return []  # no extra command-line arguments
 
 
 # name -> (prepare(tmp_path, attack) -> extra CLI args, expected message, exception type)
@@ -48,10 +34,10 @@ CASES = {
     "truncated file": (lambda t, a: (a / "attack_result.pt").write_bytes((a / "attack_result.pt").read_bytes()[:3000]) and [],
                        r"truncated or corrupt", errors.RecordError),
     "corrupt file": (lambda t, a: (a / "attack_result.pt").write_bytes(os.urandom(5000)) and [], r"truncated or corrupt", errors.RecordError),
-    "missing keys": (lambda t, a: _edit(a, img_size=None, bd_test=None) or [], r"missing key\(s\) img_size, bd_test", errors.RecordError),
-    "unsafe pickle": (lambda t, a: _edit(a, x=RunsCode(t / "pwned")) or [], r"(posix|os)\.system .*could run code", errors.UnsafePickleError),
-    "unknown model name": (lambda t, a: _edit(a, model_name="resnet999") or [], r"unknown model 'resnet999'; supported: .*preactresnet18", errors.ModelError),
-    "state_dict mismatch": (lambda t, a: _edit(a, model=create_model("preactresnet18", 5, width=4).state_dict()) or [],
+    "missing keys": (lambda t, a: _edit(a, img_size=bb.DROP, bd_test=bb.DROP), r"missing key\(s\) img_size, bd_test", errors.RecordError),
+    "unsafe pickle": (lambda t, a: _edit(a, x=bb.RunsCode(t / "pwned")), r"(posix|os)\.system .*could run code", errors.UnsafePickleError),
+    "unknown model name": (lambda t, a: _edit(a, model_name="resnet999"), r"unknown model 'resnet999'; supported: .*preactresnet18", errors.ModelError),
+    "state_dict mismatch": (lambda t, a: _edit(a, model=create_model("preactresnet18", 5, width=4).state_dict()),
                             r"does not fit model PreActResNet18: shape mismatch \[linear.weight: expected \(10, 32\), found \(5, 32\)", errors.ModelError),
     "dataset files missing": (lambda t, a: shutil.rmtree(t / "data") or [], r"CIFAR-10 folder not found: looked for .*data/cifar10/cifar-10-batches-py", errors.DatasetError),
     "dataset of another attack": (lambda t, a: ["--dataset", "gtsrb"], r"--dataset gtsrb but the attack result was made on 'cifar10'", errors.ConfigError),

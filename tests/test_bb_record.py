@@ -2,11 +2,9 @@
 validation errors, both container modes, key handling and poisoned-image paths."""
 
 import logging
-import os
 import shutil
 import zipfile
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,32 +20,6 @@ from sau_plugin.backdoorbench.record import (allowed_global_names, dataset_root,
 from sau_plugin.errors import RecordError, UnsafePickleError
 
 one_thread = bb.one_thread_fixture()
-
-
-def _edit(attack_dir: Path, **changes):
-    """Rewrite attack_result.pt with some keys changed (None value + key in DROP removes it)."""
-    path = attack_dir / "attack_result.pt"
-    content = torch.load(path, weights_only=False)
-    for k, v in changes.items():
-        if v is DROP:
-            content.pop(k)
-        else:
-            content[k] = v
-    torch.save(content, path)
-    return path
-
-
-DROP = object()
-
-
-class RunsCode:
-    """Pickles as a call to os.system: loading it with weights_only=False would run the command."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
 
 
 @pytest.mark.parametrize("on_disk", [False, True])
@@ -87,7 +59,7 @@ def test_allowlist_is_exactly_what_pil_and_numpy_pickles_need(tmp_path):
 def test_a_global_that_runs_code_is_refused_and_never_runs(tmp_path):
     attack, _ = bb.make_record(tmp_path, "cifar10", on_disk=False)
     marker = tmp_path / "pwned"
-    _edit(attack, payload=RunsCode(marker))
+    bb.edit_attack_result(attack, payload=bb.RunsCode(marker))
     with pytest.raises(UnsafePickleError, match=r"(posix|os)\.system"):
         read_attack_result(attack)
     assert not marker.exists()
@@ -95,7 +67,7 @@ def test_a_global_that_runs_code_is_refused_and_never_runs(tmp_path):
 
 def test_legacy_non_zip_file_with_a_bad_global_is_refused(tmp_path):
     marker = tmp_path / "pwned"
-    torch.save({"x": RunsCode(marker)}, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    torch.save({"x": bb.RunsCode(marker)}, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
     with pytest.raises(UnsafePickleError, match="system"):
         safe_torch_load(tmp_path / "legacy.pt")
     assert not marker.exists()
@@ -103,7 +75,7 @@ def test_legacy_non_zip_file_with_a_bad_global_is_refused(tmp_path):
 
 def test_trust_pickle_loads_other_globals_with_a_warning(tmp_path, caplog):
     attack, _ = bb.make_record(tmp_path, "cifar10", on_disk=False)
-    _edit(attack, extra=Fraction(1, 3))
+    bb.edit_attack_result(attack, extra=Fraction(1, 3))
     with pytest.raises(UnsafePickleError, match="fractions.Fraction"):
         read_attack_result(attack)
     with caplog.at_level(logging.WARNING):
@@ -139,7 +111,7 @@ def test_missing_folder_file_truncated_and_corrupt_files(tmp_path):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"bd_test": DROP}, "missing key.*bd_test"),
+    ({"bd_test": bb.DROP}, "missing key.*bd_test"),
     ({"model_name": 3}, "'model_name' must be"),
     ({"num_classes": "ten"}, "'num_classes' must be"),
     ({"model": [1, 2]}, "'model' must be"),
@@ -150,7 +122,7 @@ def test_missing_folder_file_truncated_and_corrupt_files(tmp_path):
 ])
 def test_missing_keys_and_wrong_types_name_the_field(tmp_path, change, message):
     attack, _ = bb.make_record(tmp_path, "cifar10", on_disk=False)
-    _edit(attack, **change)
+    bb.edit_attack_result(attack, **change)
     with pytest.raises(RecordError, match=message):
         read_attack_result(attack)
 
