@@ -300,15 +300,18 @@ def summarise(results: list, bb: dict | None) -> str:
         e = sum(x["eval_s"] for x in rows) / len(rows)
         return u, e, u + e
 
+    def ratio(t):  # speed-up over the reference schedule; "-" when it was not run
+        return f"{per_epoch(base)[2] / t:.2f}x" if base else "-"
+
     head = (f"{'mode':<11}{'precision':<40}{'1st epoch s':>12}{'unlearn s/ep':>13}{'eval s/ep':>11}{'total s/ep':>12}"
             f"{'speed-up':>10}{'peak MB':>10}{'ACC':>8}{'ASR':>8}{'R-ACC':>8}")
     lines += [head, "-" * len(head)]
     for r in results:
         u, e, t = per_epoch(r)
-        sp = per_epoch(base)[2] / t if base else float("nan")
+        sp = ratio(t)
         last, first = r["rows"][-1], r["rows"][0]
         lines.append(f"{r['mode']:<11}{last['precision'][:39]:<40}{first['unlearn_s'] + first['eval_s']:>12.2f}"
-                     f"{u:>13.2f}{e:>11.2f}{t:>12.2f}{sp:>9.2f}x{r['peak_mb']:>10.0f}"
+                     f"{u:>13.2f}{e:>11.2f}{t:>12.2f}{sp:>10}{r['peak_mb']:>10.0f}"
                      f"{100 * last['test_acc']:>8.2f}{100 * last['test_asr']:>8.2f}{100 * last['test_ra']:>8.2f}")
     lines.append("s/ep columns: mean over the epochs after the first (all epochs if only one was run)")
     if bb:
@@ -316,7 +319,7 @@ def summarise(results: list, bb: dict | None) -> str:
             lines.append(f"backdoorbench: failed: {bb['error']}")
         else:
             lines.append(f"{'bb sau.py':<11}{'(its own script, incl. start-up)':<40}{'':>12}{'':>13}{'':>11}{bb['per_epoch_s']:>12.2f}"
-                         f"{(per_epoch(base)[2] / bb['per_epoch_s'] if base else float('nan')):>9.2f}x{'':>10}"
+                         f"{ratio(bb['per_epoch_s']):>10}{'':>10}"
                          f"{100 * bb['test_acc']:>8.2f}{100 * bb['test_asr']:>8.2f}{100 * bb['test_ra']:>8.2f}")
     if base and "fp32" in by:
         d = {k: abs(by["fp32"]["rows"][-1][k] - base["rows"][-1][k]) for k in ("test_acc", "test_asr", "test_ra")}
