@@ -121,4 +121,4 @@ def outer_step(model, model_ref, optimizer, images, labels, pert, mean, std, *, 
     loss = lmd_1 * loss_cl + lmd_2 * loss_at + lmd_3 * loss_shared
     loss.backward()
     optimizer.step()
-    return float(loss)
+    return float(loss.detach())

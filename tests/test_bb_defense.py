@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 import bb_support as bb
+from csvutil import read_csv_exact
 from sau_plugin.backdoorbench.datasets import load_split
 from sau_plugin.backdoorbench.defense import sau
 from sau_plugin.backdoorbench.install import MARKER
@@ -42,9 +43,9 @@ def check_outputs(out: Path, name: str, n_rounds: int, n_train: int, ratio: floa
 
     header = (out / f"{name}_df.csv").read_text().splitlines()[0]
     assert header == "," + ",".join(DF_COLUMNS)  # unnamed index column, then BackdoorBench's columns
-    df = pd.read_csv(out / f"{name}_df.csv", index_col=0, float_precision="round_trip")
+    df = read_csv_exact(out / f"{name}_df.csv", index_col=0)
     assert df["epoch"].tolist() == [INITIAL_EPOCH, *range(n_rounds)] and df.index.tolist() == list(range(n_rounds + 1))
-    summary = pd.read_csv(out / f"{name}_df_summary.csv", index_col=0, float_precision="round_trip")
+    summary = read_csv_exact(out / f"{name}_df_summary.csv", index_col=0)
     assert summary.index.tolist() == SUMMARY_ROWS and summary.columns.tolist() == DF_COLUMNS
     assert float(summary.loc["last", "test_asr"]) == df["test_asr"].iloc[-1]
     assert float(summary.loc["valid_max", "test_acc"]) == df["test_acc"].max()

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 import bb_support as bb
+from csvutil import read_csv_exact
 from sau_plugin.backdoorbench.defense import STALL_ENV
 
 N_ROUNDS = 2  # 30 clean samples, batch 10: 3 batches per epoch
@@ -60,7 +61,7 @@ def uninterrupted(tmp_path_factory):
 def _final(attack: Path, name: str):
     out = attack / "defense" / name
     sd = torch.load(out / "defense_result.pt", weights_only=True)["model"]
-    return sd, pd.read_csv(out / f"{name}_df.csv", index_col=0, float_precision="round_trip")
+    return sd, read_csv_exact(out / f"{name}_df.csv", index_col=0)
 
 
 @pytest.mark.parametrize("epoch, batch", [(2, 2), (1, 1)])

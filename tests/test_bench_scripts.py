@@ -229,7 +229,7 @@ def test_real_run_skips_done_runs_and_reports(fake_root):
     row = next(line for line in table.splitlines() if line.startswith("| BadNets"))
     assert row.startswith("| BadNets | 91.00 | 95.00 | 4.00 | N/A | missing | missing | missing | missing |")
     assert next(line for line in table.splitlines() if line.startswith("| SSBA")).count("missing") == 15
-    board = list(csv.DictReader((fake_root / "bench_reports/leaderboard.csv").open()))
+    board = list(csv.DictReader((fake_root / "bench_reports/leaderboard.csv").read_text().splitlines()))
     assert len(board) == 7 * 8  # the whole grid of the table, missing runs marked missing
     badnet = {r["defense"]: r for r in board if r["record"] == "cifar10_preactresnet18_badnet_0_1"}
     assert set(badnet) == {"none", *TABLE2_DEFENSES}

@@ -3,12 +3,12 @@
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 import yaml
 from PIL import Image
 
+from csvutil import read_csv_exact
 from sau_plugin.cli import main
 from sau_plugin.demo import data
 from sau_plugin.demo.attack import AttackSettings, generate
@@ -109,12 +109,12 @@ def test_attack_result_matches_backdoorbench_format(record):
 
 
 def test_metric_csvs_have_backdoorbench_rows_and_columns(record):
-    df = pd.read_csv(record.folder / "attack_df.csv", index_col=0, float_precision="round_trip")
+    df = read_csv_exact(record.folder / "attack_df.csv", index_col=0)
     cols = ["train_epoch_loss_avg_over_batch", "train_acc", "train_acc_clean_only", "train_asr_bd_only",
             "train_ra_bd_only", "clean_test_loss_avg_over_batch", "bd_test_loss_avg_over_batch", "test_acc",
             "test_asr", "test_ra"]
     assert list(df.columns) == cols and len(df) == 1
-    summary = pd.read_csv(record.folder / "attack_df_summary.csv", index_col=0, float_precision="round_trip")
+    summary = read_csv_exact(record.folder / "attack_df_summary.csv", index_col=0)
     assert list(summary.index) == ["last", "valid_max", "exist_nan_value"] and list(summary.columns) == cols
     assert float(summary.loc["last", "test_acc"]) == pytest.approx(record.metrics["test_acc"])
     assert 0 <= record.metrics["test_asr"] <= 1

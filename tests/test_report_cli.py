@@ -84,7 +84,7 @@ def test_leaderboard_rows_and_merge(record, capsys, tmp_path):
     args = ["--record_dir", str(record), "--attacks", "badnet_0_1", "blended_0_1=Blended", "--defenses", "sau,nc",
             "--leaderboard", str(board), "--dataset", "cifar10", "--model", "preactresnet18", "--pratio", "0.1"]
     assert run_cli(capsys, *args)[0] == 0
-    rows = list(csv.DictReader(board.open()))
+    rows = list(csv.DictReader(board.read_text().splitlines()))
     assert len(rows) == 2 * 3  # (no defense, sau, nc) x 2 attacks
     first = rows[0]
     assert (first["dataset"], first["model"], first["attack"], first["attack_label_trans"], first["pratio"],
@@ -101,7 +101,7 @@ def test_leaderboard_rows_and_merge(record, capsys, tmp_path):
     record_sau = record / "badnet_0_1" / "defense" / "sau" / "sau_df_summary.csv"
     record_sau.unlink()
     assert run_cli(capsys, *args)[0] == 0
-    rows = list(csv.DictReader(board.open()))
+    rows = list(csv.DictReader(board.read_text().splitlines()))
     assert len(rows) == 7
     sau = next(r for r in rows if r["record"] == "badnet_0_1" and r["defense"] == "sau")
     assert (sau["ACC"], sau["DER"], sau["status"]) == ("", "", "missing")  # never filled in
@@ -114,7 +114,7 @@ def test_leaderboard_one_row_per_run_whatever_the_table_label(record, capsys, tm
     for label in ("BadNets", "BadNets 10%"):  # Table 2 and Table 4 show the same run under two labels
         assert run_cli(capsys, "--record_dir", str(record), "--attacks", f"badnet_0_1={label}", "--defenses", "sau",
                        "--leaderboard", str(board))[0] == 0
-    rows = list(csv.DictReader(board.open()))
+    rows = list(csv.DictReader(board.read_text().splitlines()))
     assert [(r["attack"], r["defense"]) for r in rows] == [("badnet", "none"), ("badnet", "sau")]
 
 
