@@ -95,3 +95,27 @@ def test_resume_refuses_other_settings(uninterrupted, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "written with other settings (lr: 0.0001 -> 0.5)" in err and err.count("\n") == 1
+
+
+def test_a_damaged_checkpoint_is_refused_then_overwrite_starts_over(uninterrupted, capsys):
+    from sau_plugin.cli import main
+
+    base, attack = uninterrupted
+    name = "damaged"
+    _kill_at(base, name, 2, 1)  # leaves the checkpoint of epoch 1
+    out = attack / "defense" / name
+    ckpt = out / "checkpoint" / "last.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])  # e.g. a disk filled up while copying it
+    args = bb.cli_args(base, "cifar10", "--n_rounds", str(N_ROUNDS), "--batch_size", "10", "--defense_name", name)
+    capsys.readouterr()
+    assert main([*args, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: checkpoint at {str(ckpt)!r} is truncated or corrupt")
+    assert err.rstrip().endswith("pass --overwrite instead of --resume to start over") and err.count("\n") == 1
+    assert not (out / "defense_result.pt").exists()
+
+    _run(base, name, "--overwrite")  # in a subprocess like the "full" run: same threads, same bits
+    sd_full, df_full = _final(attack, "full")
+    sd, df = _final(attack, name)
+    assert all(torch.equal(sd_full[k], sd[k]) for k in sd_full)
+    pd.testing.assert_frame_equal(df_full, df)

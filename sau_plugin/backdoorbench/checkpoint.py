@@ -47,7 +47,8 @@ def save(path: Path, unlearner: Unlearner, initial: dict, indices: np.ndarray, c
 
 def read(path: Path, cfg: SAUConfig, indices: np.ndarray) -> dict:
     """The checkpoint to resume from, checked against the current settings (before anything is written)."""
-    state = safe_torch_load(path, what="checkpoint")
+    state = safe_torch_load(path, what="checkpoint",
+                            fix="it cannot be resumed from; pass --overwrite instead of --resume to start over")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise RecordError(f"checkpoint {str(path)!r} is not a sau_plugin checkpoint; pass --overwrite to start over")
     saved, now = state.get("fingerprint", {}), fingerprint(cfg)

@@ -120,8 +120,12 @@ def _unsafe_globals(path: Path) -> List[str]:
     return list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
 
 
-def safe_torch_load(path: Path | str, *, trust_pickle: bool = False, what: str = "attack_result.pt") -> Any:
-    """``torch.load`` to CPU with only the allowlisted globals (or everything, if trusted)."""
+def safe_torch_load(path: Path | str, *, trust_pickle: bool = False, what: str = "attack_result.pt",
+                    fix: str = HOW_TO_FIX) -> Any:
+    """``torch.load`` to CPU with only the allowlisted globals (or everything, if trusted).
+
+    ``fix`` ends the message of a damaged file: what the user should do about it.
+    """
     path = Path(path)
     if not path.is_file():
         raise RecordError(f"{what} not found at {str(path)!r}; check --record_dir and --result_file")
@@ -132,7 +136,7 @@ def safe_torch_load(path: Path | str, *, trust_pickle: bool = False, what: str =
         except SAUError:
             raise
         except Exception as exc:
-            raise RecordError(f"{what} at {str(path)!r} cannot be read ({_brief(exc)}); {HOW_TO_FIX}") from None
+            raise RecordError(f"{what} at {str(path)!r} cannot be read ({_brief(exc)}); {fix}") from None
     allowed = _allowlist()  # outside the try: a fault here is ours, not the file's
     try:
         with torch.serialization.safe_globals(allowed):
@@ -146,7 +150,7 @@ def safe_torch_load(path: Path | str, *, trust_pickle: bool = False, what: str =
         found = re.search(r"GLOBAL (\S+)", str(exc))  # torch names a refused global this way
         if found:
             raise UnsafePickleError(_unsafe_message(what, path, [found.group(1)])) from None
-        raise RecordError(f"{what} at {str(path)!r} is truncated or corrupt ({_brief(exc)}); {HOW_TO_FIX}") from None
+        raise RecordError(f"{what} at {str(path)!r} is truncated or corrupt ({_brief(exc)}); {fix}") from None
 
 
 def _unsafe_message(what: str, path: Path, names: List[str]) -> str:
