@@ -157,12 +157,13 @@ def _blocks(table: Table, block_size: int) -> List[range]:
     return [range(i, min(n, i + size)) for i in range(0, n, size)]
 
 
-def _md_cell(cell: Cell) -> str:
-    if cell.mark == BEST:
-        return f"**{cell.text}**"
-    if cell.mark == SECOND:
-        return f"<u>{cell.text}</u>"
-    return cell.text
+def _with_mark(cell: Cell, formats: Mapping[str, str]) -> str:
+    """The cell's text in the format of its mark (``formats[BEST]``, ``formats[SECOND]``), else plain."""
+    return formats[cell.mark].format(cell.text) if cell.mark in formats else cell.text
+
+
+MD_MARKS = {BEST: "**{}**", SECOND: "<u>{}</u>"}
+LATEX_MARKS = {BEST: r"\textbf{{{}}}", SECOND: r"\underline{{{}}}"}
 
 
 def render_markdown(table: Table, block_size: int = 4, caption: Optional[str] = None) -> str:
@@ -180,7 +181,7 @@ def render_markdown(table: Table, block_size: int = 4, caption: Optional[str] = 
         out.append("|---" + "|---:" * (len(header) - 1) + "|")
         out.append("| " + " | ".join(["Attack"] + [HEADERS[m] for _ in block for m in METRICS]) + " |")
         for r, label in enumerate(table.rows):
-            cells = [_md_cell(table.cells[r][c][m]) for c in block for m in range(len(METRICS))]
+            cells = [_with_mark(table.cells[r][c][m], MD_MARKS) for c in block for m in range(len(METRICS))]
             out.append("| " + " | ".join([label] + cells) + " |")
         out.append("")
     if table.notes:
@@ -196,14 +197,6 @@ _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
 
 def latex_escape(text: str) -> str:
     return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text)
-
-
-def _latex_cell(cell: Cell) -> str:
-    if cell.mark == BEST:
-        return rf"\textbf{{{cell.text}}}"
-    if cell.mark == SECOND:
-        return rf"\underline{{{cell.text}}}"
-    return cell.text
 
 
 def render_latex(table: Table, block_size: int = 4, caption: Optional[str] = None) -> str:
@@ -222,7 +215,7 @@ def render_latex(table: Table, block_size: int = 4, caption: Optional[str] = Non
         for r, label in enumerate(table.rows):
             if label == AVERAGE:
                 out.append(r"\midrule")
-            cells = [_latex_cell(table.cells[r][c][m]) for c in block for m in range(len(METRICS))]
+            cells = [_with_mark(table.cells[r][c][m], LATEX_MARKS) for c in block for m in range(len(METRICS))]
             out.append(" & ".join([latex_escape(label)] + cells) + r" \\")
         out.append(r"\bottomrule")
         out.append(r"\end{tabular}")
