@@ -2,6 +2,7 @@
 
 import copy
 import math
+import sys
 
 import pytest
 import torch
@@ -126,3 +127,22 @@ def test_amp_on_cpu_uses_bf16_and_stays_close_to_fp32():
     assert amp.precision.dtype is torch.bfloat16 and fp32.precision.dtype is None
     assert math.isfinite(amp.history[0]["train_loss"])
     assert abs(amp.history[0]["train_loss_cl"] - fp32.history[0]["train_loss_cl"]) < 0.1
+
+
+def test_non_finite_adversarial_term_stops_before_any_update(monkeypatch):
+    # The clean term is backwarded before PGD; a NaN in the term on x~ must still stop the
+    # batch before the optimizer moves a single weight.
+    unlearn_mod = sys.modules["sau_plugin.core.unlearn"]  # the package re-exports a function of that name
+    real = unlearn_mod.adversarial_loss
+
+    def nan_adversarial(*args, **kwargs):
+        parts = real(*args, **kwargs)
+        return {**parts, "loss": parts["loss"] * float("nan")}
+
+    monkeypatch.setattr(unlearn_mod, "adversarial_loss", nan_adversarial)
+    x, y = _data()
+    m, r = _pair()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    with pytest.raises(NonFiniteLossError, match="loss became nan in epoch 1"):
+        Unlearner(m, r, _cfg(), mean=MEAN, std=STD).fit(x, y)
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())

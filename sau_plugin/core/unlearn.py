@@ -55,36 +55,30 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: "SAUConfig"):
     return None
 
 
-def outer_loss(
-    model: nn.Module,
-    model_ref: nn.Module,
-    images: torch.Tensor,
+def clean_loss(logits: torch.Tensor, labels: torch.Tensor, cfg: "SAUConfig") -> Dict[str, torch.Tensor]:
+    """lmd_1 * L_cl(x, y), the clean term of eq. 13 (outer)."""
+    loss_cl = F.cross_entropy(logits, labels)
+    return {"loss_cl": loss_cl, "loss": cfg.lmd_1 * loss_cl}
+
+
+def adversarial_loss(
+    logits_adv: torch.Tensor,
     labels: torch.Tensor,
-    x_adv: Optional[torch.Tensor],
+    x_adv: torch.Tensor,
     clean_pred_ref: torch.Tensor,
+    model_ref: nn.Module,
     cfg: "SAUConfig",
     precision: Precision,
 ) -> Dict[str, torch.Tensor]:
-    """The outer objective for one batch (eq. 13, outer), with its parts for logging.
+    """lmd_2 * L_at(x~, y) + lmd_3 * L_sar(x~, y), the terms of eq. 13 (outer) on x~.
 
     ``clean_pred_ref`` = h_bd(x), fixed for the whole run. A sample enters L_sar
     (eq. 12) when the backdoored model's prediction on x~ is wrong and differs from
     its clean prediction (``potential_poison`` in the reference).
     """
-    n = images.shape[0]
-    if cfg.train_mode:
-        model.train()
-    try:
-        with precision.autocast():
-            if x_adv is None:  # fine-tuning: clean data only
-                return {"loss": cfg.lmd_1 * F.cross_entropy(upcast(model(images)), labels)}
-            # one forward over [x, x~], as the reference (this matters for train_mode's batch statistics)
-            logits, logits_adv = upcast(model(torch.cat([images, x_adv]))).split(n)
-    finally:
-        model.eval()
-    loss_cl = F.cross_entropy(logits, labels)
-    parts = {"loss_cl": loss_cl}
-    loss = cfg.lmd_1 * loss_cl
+    n = logits_adv.shape[0]
+    parts: Dict[str, torch.Tensor] = {}
+    loss = logits_adv.new_zeros(())
     at_weight = cfg.lmd_2 + (cfg.lmd_3 if cfg.outer == "at" else 0.0)
     if at_weight:
         parts["loss_at"] = F.cross_entropy(logits_adv, labels)
@@ -100,12 +94,45 @@ def outer_loss(
     return parts
 
 
+def outer_loss(
+    model: nn.Module,
+    model_ref: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    x_adv: Optional[torch.Tensor],
+    clean_pred_ref: torch.Tensor,
+    cfg: "SAUConfig",
+    precision: Precision,
+) -> Dict[str, torch.Tensor]:
+    """The whole outer objective for one batch (eq. 13, outer), with its parts for logging.
+
+    One forward over [x, x~], as the reference does; this matters for ``train_mode``,
+    where BatchNorm's batch statistics are those of the concatenated batch.
+    """
+    n = images.shape[0]
+    if cfg.train_mode:
+        model.train()
+    try:
+        with precision.autocast():
+            if x_adv is None:  # fine-tuning: clean data only
+                return clean_loss(upcast(model(images)), labels, cfg)
+            logits, logits_adv = upcast(model(torch.cat([images, x_adv]))).split(n)
+    finally:
+        model.eval()
+    return _combine(clean_loss(logits, labels, cfg),
+                    adversarial_loss(logits_adv, labels, x_adv, clean_pred_ref, model_ref, cfg, precision))
+
+
+def _combine(clean: Dict[str, torch.Tensor], adv: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    return {**clean, **adv, "loss": clean["loss"] + adv["loss"]}
+
+
 class Unlearner:
     """SAU's epoch loop over a clean subset held as tensors on the device.
 
     The frozen model's predictions on the clean subset are computed once per run
-    (the subset has no augmentation); the purified model's clean predictions once per
-    batch. ``state_dict`` / ``load_state_dict`` cover everything needed to resume
+    (the subset has no augmentation); the purified model's clean predictions come from
+    the forward of the clean loss term, once per batch. ``state_dict`` / ``load_state_dict`` cover everything needed to resume
     bit-for-bit: model, optimizer, scheduler, shuffling RNG, epoch and history.
     """
 
@@ -150,6 +177,12 @@ class Unlearner:
     # ---- one batch / one epoch -----------------------------------------------------------------
     def step(self, images: torch.Tensor, labels: torch.Tensor, clean_pred_ref: torch.Tensor) -> Dict[str, float]:
         """Inner maximisation then ``outer_steps`` optimizer steps on one batch."""
+        if self.attack is None or self.cfg.train_mode:
+            return self._joint_step(images, labels, clean_pred_ref)
+        return self._split_step(images, labels, clean_pred_ref)
+
+    def _joint_step(self, images, labels, clean_pred_ref) -> Dict[str, float]:
+        # Fine-tuning, or train_mode (batch statistics over [x, x~]): one forward per outer step.
         stats: Dict[str, float] = {}
         x_adv = None
         if self.attack is not None:
@@ -158,23 +191,59 @@ class Unlearner:
             res = self.attack(images, labels, clean_pred, clean_pred_ref)
             x_adv, stats["pgd_steps"] = res.x_adv, float(res.steps)
         for _ in range(self.cfg.outer_steps):
-            parts = outer_loss(self.forward, self.forward_ref, images, labels, x_adv, clean_pred_ref, self.cfg, self.precision)
-            loss = parts["loss"]
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"loss became {loss.item()} in epoch {self.epoch + 1}; lower lr or check the input data "
-                    f"(the last good checkpoint, if any, is kept)"
-                )
             self.optimizer.zero_grad(set_to_none=True)
-            if self.scaler is not None:
-                self.scaler.scale(loss).backward()
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            else:
-                loss.backward()
-                self.optimizer.step()
+            parts = outer_loss(self.forward, self.forward_ref, images, labels, x_adv, clean_pred_ref, self.cfg, self.precision)
+            self._backward(parts["loss"])
+            self._optimizer_step()
         stats.update({k: float(v.detach()) for k, v in parts.items()})
         return stats
+
+    def _split_step(self, images, labels, clean_pred_ref) -> Dict[str, float]:
+        # With fixed BatchNorm the outer loss is a sum of a clean term and a term on x~ that
+        # share no batch statistics, so each half is forwarded and backwarded on its own and
+        # the gradients add up in .grad: the same gradient as the joint pass, in float noise.
+        # The first clean half runs before PGD, where its logits also give h(x) for the masks
+        # (one forward fewer per batch), and two backward passes of B cost less than one of 2B.
+        self.optimizer.zero_grad(set_to_none=True)
+        clean, clean_pred = self._clean_half(images, labels)
+        res = self.attack(images, labels, clean_pred, clean_pred_ref)
+        for i in range(self.cfg.outer_steps):
+            if i:  # later outer steps: the clean term at the updated parameters
+                self.optimizer.zero_grad(set_to_none=True)
+                clean, _ = self._clean_half(images, labels)
+            with self.precision.autocast():
+                logits_adv = upcast(self.forward(res.x_adv))
+            adv = adversarial_loss(logits_adv, labels, res.x_adv, clean_pred_ref, self.forward_ref, self.cfg, self.precision)
+            parts = _combine(clean, adv)
+            self._backward(adv["loss"], total=parts["loss"])
+            self._optimizer_step()
+        stats = {k: float(v.detach()) for k, v in parts.items()}
+        stats["pgd_steps"] = float(res.steps)
+        return stats
+
+    def _clean_half(self, images, labels):
+        with self.precision.autocast():
+            logits = upcast(self.forward(images))
+        parts = clean_loss(logits, labels, self.cfg)
+        self._backward(parts["loss"])
+        return {k: v.detach() for k, v in parts.items()}, logits.detach().argmax(1)
+
+    def _backward(self, loss: torch.Tensor, total: Optional[torch.Tensor] = None) -> None:
+        """Backward of ``loss``, refused when it (or the batch's ``total``) is not finite."""
+        for value in (loss, total):
+            if value is not None and not torch.isfinite(value):
+                raise NonFiniteLossError(
+                    f"loss became {value.item()} in epoch {self.epoch + 1}; lower lr or check the input data "
+                    f"(the last good checkpoint, if any, is kept)"
+                )
+        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+
+    def _optimizer_step(self) -> None:
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
 
     def reference_predictions(self, images: torch.Tensor) -> torch.Tensor:
         """h_bd(x) on the clean subset; constant, so computed once and cached."""
