@@ -102,3 +102,32 @@ def test_one_sau_update_equals_literal_reference(changes):
         assert torch.allclose(state[k].double(), lit_state[k].double(), rtol=1e-6, atol=1e-10), k
     changed = any(not torch.equal(state[k], v) for k, v in copy.deepcopy(_models()[0]).state_dict().items())
     assert changed
+
+
+def test_three_epochs_equal_literal_reference_loop():
+    # Several epochs, several batches, the same seeded shuffle: catches drift that one
+    # update cannot show (cached predictions, the clean half backwarded before PGD).
+    cfg = SAUConfig(device="cpu", amp=False, lr=1e-3, batch_size=16, n_rounds=3, random_seed=3, lr_scheduler="none")
+    model, model_ref = _models()
+    x, y, mean, std = _batch(n=40)
+
+    lit_model, lit_ref = copy.deepcopy(model), copy.deepcopy(model_ref)
+    lit_opt = torch.optim.Adam(lit_model.parameters(), lr=cfg.lr, betas=cfg.adam_betas, weight_decay=0, amsgrad=True)
+    g = torch.Generator().manual_seed(cfg.random_seed)
+    for _ in range(cfg.n_rounds):
+        order = torch.randperm(x.shape[0], generator=g)
+        for i in range(0, x.shape[0], cfg.batch_size):
+            xb, yb = x[order[i:i + cfg.batch_size]], y[order[i:i + cfg.batch_size]]
+            pert, _ = ref.shared_pgd(lit_model, lit_ref, xb, yb, mean, std, beta_1=cfg.beta_1, beta_2=cfg.beta_2,
+                                     bound=cfg.trigger_norm, norm_type=cfg.norm_type, step_size=cfg.adv_lr,
+                                     num_steps=cfg.adv_steps, init_type=cfg.pgd_init)
+            ref.outer_step(lit_model, lit_ref, lit_opt, xb, yb, pert, mean, std, lmd_1=cfg.lmd_1, lmd_2=cfg.lmd_2,
+                           lmd_3=cfg.lmd_3, num_classes=10)
+
+    result = Unlearner(model, model_ref, cfg, mean=MEAN, std=STD).fit(x, y)
+    assert len(result.history) == 3 and result.history[-1]["train_potential_poison"] > 0
+    lit_state = lit_model.state_dict()
+    for k, v in result.model.state_dict().items():
+        assert torch.allclose(v.double(), lit_state[k].double(), rtol=1e-6, atol=1e-10), k
+    with torch.no_grad():
+        assert torch.equal(result.model(x).argmax(1), lit_model(x).argmax(1))
