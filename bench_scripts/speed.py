@@ -11,6 +11,11 @@ peak memory is measured per mode, and the script prints the figures side by side
   PIL images through a DataLoader every epoch, three evaluation passes, no autocast.
 * ``fp32``: the plugin with ``amp`` off. ``amp``: the plugin with ``amp`` on.
 
+On CPU the plugin keeps freed activation memory in the heap (``cpu_heap_reuse``, see
+``sau_plugin/core/allocator.py``); the reference runs with the default allocator, as
+BackdoorBench does. ``--heap-reuse all`` gives the reference the same allocator setting
+(so the ratio shows the pass structure alone), ``none`` takes it from the plugin.
+
 Data: ``--synthetic`` (default) builds uint8 images of class prototypes with a patch
 trigger and a randomly initialised model; ``--record_dir/--result_file`` uses a real
 attack folder through the plugin's BackdoorBench reader. ``--bb-root`` also times
@@ -96,6 +101,7 @@ def run_mode(args) -> dict:
     import torch
 
     from sau_plugin import SAUConfig, create_model
+    from sau_plugin.core import heap_reuse_state, reuse_heap_memory
     from sau_plugin.models import infer_model_kwargs, load_weights
 
     torch.set_num_threads(args.threads)
@@ -112,7 +118,10 @@ def run_mode(args) -> dict:
     model_ref.load_state_dict(model.state_dict())
     model, model_ref = model.to(device).eval(), model_ref.to(device).eval()
     cfg = SAUConfig(device=args.device, amp=(args.mode == "amp"), batch_size=args.batch_size, n_rounds=args.epochs,
-                    random_seed=args.seed, lr_scheduler="none", compile=args.compile)
+                    random_seed=args.seed, lr_scheduler="none", compile=args.compile,
+                    cpu_heap_reuse=args.heap_reuse != "none")
+    if args.mode == "reference" and args.heap_reuse == "all" and device.type == "cpu":
+        reuse_heap_memory()
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.cuda.reset_peak_memory_stats()
@@ -120,7 +129,8 @@ def run_mode(args) -> dict:
         return {"mode": "pretrain", **pretrain(model, data, args, device)}
     runner = run_reference if args.mode == "reference" else run_plugin
     rows = runner(model, model_ref, data, cfg, device)
-    out = {"mode": args.mode, "rows": rows, "device": str(device), "threads": args.threads}
+    out = {"mode": args.mode, "rows": rows, "device": str(device), "threads": args.threads,
+           "allocator": heap_reuse_state() if device.type == "cpu" else "cuda caching allocator"}
     if device.type == "cuda":
         out["peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
         out["gpu"] = torch.cuda.get_device_name()
@@ -314,6 +324,7 @@ def summarise(results: list, bb: dict | None) -> str:
                      f"{u:>13.2f}{e:>11.2f}{t:>12.2f}{sp:>10}{r['peak_mb']:>10.0f}"
                      f"{100 * last['test_acc']:>8.2f}{100 * last['test_asr']:>8.2f}{100 * last['test_ra']:>8.2f}")
     lines.append("s/ep columns: mean over the epochs after the first (all epochs if only one was run)")
+    lines.append("allocator: " + "; ".join(f"{r['mode']} {r.get('allocator', '?')}" for r in results))
     if bb:
         if "error" in bb:
             lines.append(f"backdoorbench: failed: {bb['error']}")
@@ -344,6 +355,8 @@ def main(argv=None):
     p.add_argument("--size", type=int, default=32, help="synthetic image side")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--compile", action="store_true", help="torch.compile the plugin's models")
+    p.add_argument("--heap-reuse", dest="heap_reuse", choices=("plugin", "all", "none"), default="plugin",
+                   help="CPU allocator setting: plugin modes only (default, what users get), all modes, or none")
     p.add_argument("--record_dir", default="record")
     p.add_argument("--result_file", default=None, help="attack folder under --record_dir (default: synthetic data)")
     p.add_argument("--dataset", default="cifar10", help="dataset of --result_file")

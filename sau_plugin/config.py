@@ -99,6 +99,7 @@ class SAUConfig:
     variant: str = "sau"
     amsgrad: bool = True  # BackdoorBench's Adam uses amsgrad=True
     compile: bool = False
+    cpu_heap_reuse: bool = True  # CPU: keep freed activations in the heap (core/allocator.py)
     loader: str = "auto"
     trust_pickle: bool = False
     record_dir: str = "record"
@@ -176,7 +177,7 @@ _INT_KEYS = {"epochs", "batch_size", "n_rounds", "outer_steps", "adv_steps", "ra
              "steplr_stepsize", "cos_t_max"}
 _FLOAT_KEYS = {"lr", "sgd_momentum", "wd", "ratio", "lmd_1", "lmd_2", "lmd_3", "beta_1", "beta_2",
                "trigger_norm", "adv_lr", "steplr_gamma"}
-_BOOL_KEYS = {"amp", "pin_memory", "non_blocking", "prefetch", "train_mode", "amsgrad", "compile",
+_BOOL_KEYS = {"amp", "pin_memory", "non_blocking", "prefetch", "train_mode", "amsgrad", "compile", "cpu_heap_reuse",
               "trust_pickle", "resume", "overwrite"}
 
 

@@ -338,7 +338,7 @@ def _run(cfg: SAUConfig, progress: bool, session: _LogSession) -> DefenseOutcome
     model = inp.model.to(device)
     unlearner = _Unlearner(model, copy.deepcopy(model), cfg, mean=inp.mean, std=inp.std)
     unlearner.progress = progress
-    log.info("precision: %s", unlearner.precision.note)
+    log.info("precision: %s; memory: %s", unlearner.precision.note, unlearner.allocator_note)
 
     def evaluate(net: nn.Module) -> Dict[str, float]:
         kw = dict(mean=inp.mean, std=inp.std, batch_size=cfg.batch_size, device=device)
@@ -408,7 +408,7 @@ def _write_final(cfg: SAUConfig, paths: _Paths, inp: _Inputs, unlearner: Unlearn
         "no_defense": before, "final": after, "der": der_pct, "epochs_run": unlearner.epoch,
         "n_clean": len(inp.indices), "n_test": len(inp.data.clean_test), "n_bd_test": len(inp.data.bd_test),
         "initial_epoch_label": INITIAL_EPOCH, "loader": inp.data.loader, "device": str(device),
-        "precision": unlearner.precision.note, "timings_s": timings, "versions": _versions(),
+        "precision": unlearner.precision.note, "allocator": unlearner.allocator_note, "timings_s": timings, "versions": _versions(),
         "attack_summary": read_attack_summary(paths.attack_dir / "attack_df_summary.csv"),
         "config": cfg.to_dict(), "files": [str(f) for f in files],
     })
@@ -537,6 +537,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--resume", action="store_true", default=None, help="continue from checkpoint/last.pt")
     g.add_argument("--overwrite", action="store_true", default=None, help="replace an existing defense output")
     g.add_argument("--compile", action="store_true", default=None, help="torch.compile the models")
+    g.add_argument("--cpu_heap_reuse", type=_bool, help="CPU: keep freed activation memory in the heap "
+                   "instead of page-faulting it anew every batch (glibc; default true; no effect on results)")
     g.add_argument("--no_progress", action="store_true", help="no progress bars or log lines on stderr")
 
 
