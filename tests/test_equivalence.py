@@ -66,12 +66,13 @@ def test_shared_pgd_equals_literal_reference(setting):
     assert (res.pert != 0).any()
 
 
+@pytest.mark.parametrize("split", [True, False], ids=["split-outer", "joint-outer"])
 @pytest.mark.parametrize(
     "changes",
     [dict(), dict(lmd_2=0.5), dict(train_mode=True), dict(norm_type="L2", trigger_norm=5.0), dict(outer_steps=2)],
     ids=["default", "lmd_2", "train_mode", "L2", "outer_steps2"],
 )
-def test_one_sau_update_equals_literal_reference(changes):
+def test_one_sau_update_equals_literal_reference(changes, split):
     cfg = SAUConfig(device="cpu", amp=False, lr=1e-3, batch_size=24, **changes)
     model, model_ref = _models()
     x, y, mean, std = _batch()
@@ -91,6 +92,8 @@ def test_one_sau_update_equals_literal_reference(changes):
 
     # package
     u = Unlearner(model, model_ref, cfg, mean=MEAN, std=STD)
+    assert u.split_outer == (not cfg.train_mode)  # on CPU with fixed BatchNorm
+    u.split_outer = split and not cfg.train_mode  # both paths (CUDA runs the joint one)
     with torch.no_grad():
         clean_pred_ref = model_ref(x).argmax(1)
     stats = u.step(x, y, clean_pred_ref)

@@ -177,16 +177,20 @@ class Unlearner:
         else:
             self.attack = None
         self._ref_cache = None
+        # The clean and x~ halves of the outer loss forwarded and backwarded one by one (see
+        # _split_step) where it was measured faster: on CPU (bench_scripts/speed.py). It needs
+        # fixed BatchNorm; on CUDA the joint pass over [x, x~] keeps the GPU better occupied.
+        self.split_outer = self.attack is not None and not cfg.train_mode and self.device.type == "cpu"
 
     # ---- one batch / one epoch -----------------------------------------------------------------
     def step(self, images: torch.Tensor, labels: torch.Tensor, clean_pred_ref: torch.Tensor) -> Dict[str, float]:
         """Inner maximisation then ``outer_steps`` optimizer steps on one batch."""
-        if self.attack is None or self.cfg.train_mode:
-            return self._joint_step(images, labels, clean_pred_ref)
-        return self._split_step(images, labels, clean_pred_ref)
+        if self.split_outer:
+            return self._split_step(images, labels, clean_pred_ref)
+        return self._joint_step(images, labels, clean_pred_ref)
 
     def _joint_step(self, images, labels, clean_pred_ref) -> Dict[str, float]:
-        # Fine-tuning, or train_mode (batch statistics over [x, x~]): one forward per outer step.
+        # Fine-tuning, train_mode (batch statistics over [x, x~]), or CUDA: one forward per outer step.
         stats: Dict[str, float] = {}
         x_adv = None
         if self.attack is not None:
