@@ -408,7 +408,8 @@ def _write_final(cfg: SAUConfig, paths: _Paths, inp: _Inputs, unlearner: Unlearn
         "no_defense": before, "final": after, "der": der_pct, "epochs_run": unlearner.epoch,
         "n_clean": len(inp.indices), "n_test": len(inp.data.clean_test), "n_bd_test": len(inp.data.bd_test),
         "initial_epoch_label": INITIAL_EPOCH, "loader": inp.data.loader, "device": str(device),
-        "precision": unlearner.precision.note, "allocator": unlearner.allocator_note, "timings_s": timings, "versions": _versions(),
+        "precision": unlearner.precision.note, "allocator": unlearner.allocator_note, "timings_s": timings,
+        "versions": _versions(),
         "attack_summary": read_attack_summary(paths.attack_dir / "attack_df_summary.csv"),
         "config": cfg.to_dict(), "files": [str(f) for f in files],
     })

@@ -9,7 +9,8 @@ from .unlearn import (UnlearnResult, Unlearner, adversarial_loss, clean_loss, ma
                       unlearn)
 
 __all__ = [
-    "heap_reuse_state", "reuse_heap_memory", "js_divergence", "masked_sum", "sar_loss", "PixelSpace", "init_perturbation", "project", "PGD", "PGDResult",
+    "heap_reuse_state", "reuse_heap_memory", "js_divergence", "masked_sum", "sar_loss", "PixelSpace",
+    "init_perturbation", "project", "PGD", "PGDResult",
     "SharedPGD", "Precision", "choose_precision", "cpu_supports_bf16", "UnlearnResult", "Unlearner",
     "make_optimizer", "make_scheduler", "clean_loss", "adversarial_loss", "outer_loss", "unlearn",
 ]

@@ -133,8 +133,8 @@ class Unlearner:
 
     The frozen model's predictions on the clean subset are computed once per run
     (the subset has no augmentation); the purified model's clean predictions come from
-    the forward of the clean loss term, once per batch. ``state_dict`` / ``load_state_dict`` cover everything needed to resume
-    bit-for-bit: model, optimizer, scheduler, shuffling RNG, epoch and history.
+    the forward of the clean loss term, once per batch. ``state_dict`` /
+    ``load_state_dict`` cover everything needed to resume bit-for-bit: model, optimizer, scheduler, shuffling RNG, epoch and history.
     """
 
     def __init__(
@@ -150,10 +150,11 @@ class Unlearner:
         self.cfg = cfg
         self.device = next(model.parameters()).device
         self.precision = precision or choose_precision(self.device, cfg.amp)
-        self.allocator_note = "cuda caching allocator"
+        self.allocator_note = f"{self.device.type} default allocator"
         if self.device.type == "cuda":
             # fixed input shapes: let cuDNN pick the fastest kernels (GPU runs are not bitwise anyway)
             torch.backends.cudnn.benchmark = True
+            self.allocator_note = "cuda caching allocator"
         elif self.device.type == "cpu":
             self.allocator_note = reuse_heap_memory() if cfg.cpu_heap_reuse else heap_reuse_state()
         self.model = self.precision.prepare(model).eval()
@@ -221,11 +222,11 @@ class Unlearner:
                 clean, _ = self._clean_half(images, labels)
             with self.precision.autocast():
                 logits_adv = upcast(self.forward(res.x_adv))
-            adv = adversarial_loss(logits_adv, labels, res.x_adv, clean_pred_ref, self.forward_ref, self.cfg, self.precision)
-            parts = _combine(clean, adv)
-            self._backward(adv["loss"], total=parts["loss"])
+            adv = adversarial_loss(logits_adv, labels, res.x_adv, clean_pred_ref, self.forward_ref, self.cfg,
+                                   self.precision)
+            self._backward(adv["loss"])  # the clean half was checked when it was backwarded
             self._optimizer_step()
-        stats = {k: float(v.detach()) for k, v in parts.items()}
+        stats = {k: float(v.detach()) for k, v in _combine(clean, adv).items()}
         stats["pgd_steps"] = float(res.steps)
         return stats
 
@@ -236,14 +237,13 @@ class Unlearner:
         self._backward(parts["loss"])
         return {k: v.detach() for k, v in parts.items()}, logits.detach().argmax(1)
 
-    def _backward(self, loss: torch.Tensor, total: Optional[torch.Tensor] = None) -> None:
-        """Backward of ``loss``, refused when it (or the batch's ``total``) is not finite."""
-        for value in (loss, total):
-            if value is not None and not torch.isfinite(value):
-                raise NonFiniteLossError(
-                    f"loss became {value.item()} in epoch {self.epoch + 1}; lower lr or check the input data "
-                    f"(the last good checkpoint, if any, is kept)"
-                )
+    def _backward(self, loss: torch.Tensor) -> None:
+        """Backward of ``loss``, refused (before any optimizer step) when it is not finite."""
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"loss became {loss.item()} in epoch {self.epoch + 1}; lower lr or check the input data "
+                f"(the last good checkpoint, if any, is kept)"
+            )
         (loss if self.scaler is None else self.scaler.scale(loss)).backward()
 
     def _optimizer_step(self) -> None:
