@@ -16,6 +16,7 @@ import bb_support as bb
 from sau_plugin import errors
 from sau_plugin.backdoorbench.defense import run_defense
 from sau_plugin.cli import main
+from sau_plugin.compat import load_trusted
 from sau_plugin.config import SAUConfig
 from sau_plugin.models import create_model
 
@@ -97,7 +98,7 @@ def test_non_finite_loss_stops_names_the_epoch_and_keeps_the_last_checkpoint(tmp
     assert err.count("\n") == 1 and "loss became nan in epoch 2" in err and "last.pt, after epoch 1" in err
     out = attack / "defense" / "sau"
     assert not (out / "defense_result.pt").exists() and not list(tmp_path.rglob("*.tmp"))
-    state = torch.load(out / "checkpoint" / "last.pt", weights_only=False)
+    state = load_trusted(out / "checkpoint" / "last.pt")
     assert state["unlearner"]["epoch"] == 1 and len(state["unlearner"]["history"]) == 1
 
 

@@ -14,6 +14,8 @@ from typing import Optional
 
 import torch
 
+from ..compat import grad_scaler
+
 
 @dataclass
 class Precision:
@@ -30,7 +32,7 @@ class Precision:
     def make_scaler(self):
         """A gradient scaler for fp16 (bf16 and fp32 need none)."""
         if self.dtype is torch.float16:
-            return torch.amp.GradScaler(self.device_type)
+            return grad_scaler(self.device_type)
         return None
 
     def format(self, x: torch.Tensor) -> torch.Tensor:
