@@ -34,6 +34,7 @@ LOG_DIR=${LOG_DIR:-}
 REPORT_DIR=${REPORT_DIR:-bench_reports}
 REPORT_FORMAT=${REPORT_FORMAT:-md}
 LEADERBOARD=${LEADERBOARD:-$REPORT_DIR/leaderboard.csv}
+LEADERBOARD_EXTRAS=${LEADERBOARD_EXTRAS:-$REPORT_DIR/leaderboard_extras.csv}
 DEVICE=${DEVICE:-}
 LABEL_TRANS=${LABEL_TRANS:-all2one}
 ANP_PRUNING_THRESHOLD=${ANP_PRUNING_THRESHOLD:-0.4}
@@ -343,7 +344,7 @@ bench_report() {
     local report_file="$REPORT_DIR/$TABLE.$REPORT_FORMAT"
     CMD=("$PYTHON" -m sau_plugin report --record_dir "$RECORD_DIR" --attacks "${specs[@]}"
          --defenses "${DEFENSES[@]}" --format "$REPORT_FORMAT" --caption "$CAPTION" --output "$report_file"
-         --leaderboard "$LEADERBOARD" "${REPORT_EXTRA[@]}")
+         --leaderboard "$LEADERBOARD" --leaderboard_extras "$LEADERBOARD_EXTRAS" "${REPORT_EXTRA[@]}")
     if [[ $DRY_RUN -eq 1 ]]; then
         bench_quote "${CMD[@]}"
         echo

@@ -101,6 +101,7 @@ def run_mode(args) -> dict:
     import torch
 
     from sau_plugin import SAUConfig, create_model
+    from sau_plugin.compat import load_weights_only
     from sau_plugin.core import heap_reuse_state, reuse_heap_memory
     from sau_plugin.models import infer_model_kwargs, load_weights
 
@@ -108,7 +109,7 @@ def run_mode(args) -> dict:
     device = torch.device(args.device)
     data = record_data(args) if args.result_file else synthetic_data(args)
     if args.weights and args.mode != "pretrain":  # the backdoored model pretrained once for all modes
-        data["state_dict"] = torch.load(args.weights, map_location="cpu", weights_only=True)
+        data["state_dict"] = load_weights_only(args.weights, what="--weights", fix="pretrain again")
     torch.manual_seed(args.seed)
     kwargs = infer_model_kwargs(data["model_name"], data["state_dict"]) if data["state_dict"] else {}
     model = create_model(data["model_name"], data["num_classes"], **kwargs)

@@ -44,3 +44,8 @@ class DeviceError(SAUError):
 
 class OutputError(SAUError):
     """The output location exists already (without --overwrite) or is not writable."""
+
+
+class CompatibilityError(SAUError):
+    """The installed libraries lack an API the plugin needs, or failed in a way that says
+    nothing about the input (so it is not reported as a bad file)."""

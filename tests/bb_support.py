@@ -22,6 +22,7 @@ from PIL import Image
 
 from sau_plugin.backdoorbench.attack_result import PoisonedSplit, save_attack_result
 from sau_plugin.backdoorbench.datasets import load_split
+from sau_plugin.compat import load_trusted
 from sau_plugin.models import create_model
 
 TARGET = 0  # all-to-one target label of the test attacks
@@ -226,7 +227,7 @@ DROP = object()  # as a value in edit_attack_result: remove that key
 def edit_attack_result(attack_dir: Path, **changes) -> Path:
     """Rewrite attack_result.pt with some keys changed (a ``DROP`` value removes the key)."""
     path = attack_dir / "attack_result.pt"
-    content = torch.load(path, weights_only=False)
+    content = load_trusted(path)
     for k, v in changes.items():
         if v is DROP:
             content.pop(k)

@@ -23,6 +23,7 @@ from sau_plugin.backdoorbench.defense import sau
 from sau_plugin.backdoorbench.install import MARKER
 from sau_plugin.backdoorbench.results import DF_COLUMNS, INITIAL_EPOCH, SUMMARY_ROWS
 from sau_plugin.cli import main
+from sau_plugin.compat import load_weights_only
 from sau_plugin.metrics import der
 from sau_plugin.models import create_model, infer_model_kwargs, load_weights
 
@@ -63,7 +64,7 @@ def check_outputs(out: Path, name: str, n_rounds: int, n_train: int, ratio: floa
     random.seed(seed)
     assert indices == random.sample(range(n_train), int(n_train * ratio))
 
-    saved = torch.load(out / "defense_result.pt", weights_only=True)
+    saved = load_weights_only(out / "defense_result.pt", "defense_result.pt", "-")
     assert set(saved) == {"model_name", "num_classes", "model"}
     model = create_model(saved["model_name"], saved["num_classes"], **infer_model_kwargs(saved["model_name"], saved["model"]))
     load_weights(model, saved["model"])  # strict: every key and shape fits the named model
@@ -85,7 +86,7 @@ def test_through_backdoorbenchs_class_interface_in_file_mode(tmp_path):
     info = check_outputs(out, "sau", n_rounds=2, n_train=60)
     assert info["attack_summary"] == {"last": {"test_acc": 0.91, "test_asr": 0.95},
                                       "valid_max": {"test_acc": 0.92, "test_asr": 0.96}}
-    saved = torch.load(out / "defense_result.pt", weights_only=True)["model"]
+    saved = load_weights_only(out / "defense_result.pt", "defense_result.pt", "-")["model"]
     assert all(torch.equal(saved[k], v.cpu()) for k, v in result["model"].state_dict().items())
     assert any(not torch.equal(saved[k], v) for k, v in original.state_dict().items())  # it did unlearn
     assert method.outcome.der == info["der"] and method.outcome.before == info["no_defense"]

@@ -16,6 +16,7 @@ import bb_support as bb
 from sau_plugin import errors
 from sau_plugin.backdoorbench.defense import run_defense
 from sau_plugin.cli import main
+from sau_plugin.compat import load_trusted
 from sau_plugin.config import SAUConfig
 from sau_plugin.models import create_model
 
@@ -40,7 +41,7 @@ CASES = {
     "state_dict mismatch": (lambda t, a: _edit(a, model=create_model("preactresnet18", 5, width=4).state_dict()),
                             r"does not fit model PreActResNet18: shape mismatch \[linear.weight: expected \(10, 32\), found \(5, 32\)", errors.ModelError),
     "dataset files missing": (lambda t, a: shutil.rmtree(t / "data") or [], r"CIFAR-10 folder not found: looked for .*data/cifar10/cifar-10-batches-py", errors.DatasetError),
-    "dataset of another attack": (lambda t, a: ["--dataset", "gtsrb"], r"--dataset gtsrb but the attack result was made on 'cifar10'", errors.ConfigError),
+    "dataset of another attack": (lambda t, a: ["--dataset", "gtsrb"], r"--dataset gtsrb but the attack result was made on 'cifar10'; pass --dataset cifar10 or leave --dataset out", errors.ConfigError),
     "ratio out of range": (lambda t, a: ["--ratio", "1.5"], r"ratio .* must be in \(0, 1\]; got 1.5", errors.ConfigError),
     "ratio selects no sample": (lambda t, a: ["--ratio", "0.001"], r"ratio 0.001 of 60 clean training samples selects no sample", errors.DatasetError),
     "index out of range": (lambda t, a: (t / "idx.txt").write_text("1\n60\n") and ["--index", str(t / "idx.txt")],
@@ -97,7 +98,7 @@ def test_non_finite_loss_stops_names_the_epoch_and_keeps_the_last_checkpoint(tmp
     assert err.count("\n") == 1 and "loss became nan in epoch 2" in err and "last.pt, after epoch 1" in err
     out = attack / "defense" / "sau"
     assert not (out / "defense_result.pt").exists() and not list(tmp_path.rglob("*.tmp"))
-    state = torch.load(out / "checkpoint" / "last.pt", weights_only=False)
+    state = load_trusted(out / "checkpoint" / "last.pt")
     assert state["unlearner"]["epoch"] == 1 and len(state["unlearner"]["history"]) == 1
 
 

@@ -1,7 +1,10 @@
 """Fuzzing the untrusted input: hundreds of mutated attack_result.pt files (truncations, byte
 flips in the file and inside its pickle, wrong types per key, extra pickled globals that would
-run code). Each must load correctly or raise the plugin's own error: never another
-exception, never a hang, never code execution."""
+run code). Each must load correctly or raise the plugin's own error for a bad file: never
+another exception, never a report blaming the installation, never a hang, never code
+execution. Run through each safe loading path (torch's own, the restricted unpickler)."""
+
+from __future__ import annotations
 
 import builtins
 import os
@@ -20,7 +23,7 @@ import bb_support as bb
 from sau_plugin.backdoorbench.attack_result import PoisonedSplit, split_state
 from sau_plugin.backdoorbench.datasets import ImageSet
 from sau_plugin.backdoorbench.record import REQUIRED_KEYS, poisoned_test_set, read_attack_result
-from sau_plugin.errors import SAUError, UnsafePickleError
+from sau_plugin.errors import CompatibilityError, SAUError, UnsafePickleError
 
 SPLIT = 10  # size of the (fake) clean test split
 PER_CASE_S = 10  # a case taking longer counts as a hang
@@ -46,7 +49,8 @@ def _clean_test() -> ImageSet:
 
 
 def _attempt(base: Path, attack: Path) -> str:
-    """'ok' or 'error'; anything else (another exception, a hang) fails the test."""
+    """'ok' or 'error'; anything else (another exception, a hang, a damaged file reported
+    as an installation problem) fails the test."""
     def on_alarm(*_):
         raise Hang()
 
@@ -57,6 +61,8 @@ def _attempt(base: Path, attack: Path) -> str:
         bd = poisoned_test_set(rec, _clean_test(), attack, base)
         [bd.load(i) for i in range(len(bd))]
         return "ok"
+    except CompatibilityError as exc:
+        return f"blamed the installation: {exc}"
     except SAUError:
         return "error"
     finally:
@@ -127,7 +133,7 @@ def _flip(data: bytes, rng, n: int) -> bytes:
 
 
 @pytest.mark.parametrize("on_disk", [False, True])
-def test_mutated_attack_results_load_or_raise_the_plugins_error(tmp_path, on_disk):
+def test_mutated_attack_results_load_or_raise_the_plugins_error(tmp_path, on_disk, safe_loader):
     base = tmp_path
     attack = base / "record" / "attack"
     payload = _payload(base, on_disk)
@@ -149,6 +155,7 @@ def test_mutated_attack_results_load_or_raise_the_plugins_error(tmp_path, on_dis
             pytest.fail(f"{label}: no answer within {PER_CASE_S}s")
         except Exception as exc:  # noqa: BLE001 - the point of the test
             pytest.fail(f"{label}: unhandled {exc.__class__.__name__}: {exc}")
+        assert got in ("ok", "error"), f"{label}: {got}"
         if expect:
             assert got == expect, label
         if unsafe:

@@ -17,6 +17,7 @@ from sau_plugin.backdoorbench.datasets import load_split
 from sau_plugin.backdoorbench.record import (allowed_global_names, dataset_root, poisoned_test_set,
                                              read_attack_result, rename_by_position, resolve_image_path,
                                              safe_torch_load)
+from sau_plugin.compat import load_trusted
 from sau_plugin.errors import RecordError, UnsafePickleError
 
 one_thread = bb.one_thread_fixture()
@@ -129,7 +130,7 @@ def test_missing_keys_and_wrong_types_name_the_field(tmp_path, change, message):
 
 def test_labels_out_of_range_and_bad_indices(tmp_path):
     attack, _ = bb.make_record(tmp_path, "cifar10", on_disk=False)
-    content = torch.load(attack / "attack_result.pt", weights_only=False)
+    content = load_trusted(attack / "attack_result.pt")
     key = next(iter(content["bd_test"]["bd_data_container"]["data_dict"]))
     img, _, orig = content["bd_test"]["bd_data_container"]["data_dict"][key]
     content["bd_test"]["bd_data_container"]["data_dict"][key] = (img, 12, orig)

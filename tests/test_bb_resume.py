@@ -20,6 +20,7 @@ import torch
 import bb_support as bb
 from csvutil import read_csv_exact
 from sau_plugin.backdoorbench.defense import STALL_ENV
+from sau_plugin.compat import load_trusted, load_weights_only
 
 N_ROUNDS = 2  # 30 clean samples, batch 10: 3 batches per epoch
 ENV = dict(os.environ, PYTHONPATH=str(bb.REPO), OMP_NUM_THREADS="1")
@@ -60,7 +61,7 @@ def uninterrupted(tmp_path_factory):
 
 def _final(attack: Path, name: str):
     out = attack / "defense" / name
-    sd = torch.load(out / "defense_result.pt", weights_only=True)["model"]
+    sd = load_weights_only(out / "defense_result.pt", "defense_result.pt", "-")["model"]
     return sd, read_csv_exact(out / f"{name}_df.csv", index_col=0)
 
 
@@ -74,7 +75,7 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(uninterrupted
     ckpt = out / "checkpoint" / "last.pt"
     assert ckpt.is_file() == (epoch > 1)  # the checkpoint of the last finished epoch, if any
     if ckpt.is_file():
-        assert torch.load(ckpt, weights_only=False)["unlearner"]["epoch"] == epoch - 1
+        assert load_trusted(ckpt)["unlearner"]["epoch"] == epoch - 1
 
     _run(base, name, "--resume")
     sd_full, df_full = _final(attack, "full")

@@ -230,10 +230,14 @@ def test_real_run_skips_done_runs_and_reports(fake_root):
     assert row.startswith("| BadNets | 91.00 | 95.00 | 4.00 | N/A | missing | missing | missing | missing |")
     assert next(line for line in table.splitlines() if line.startswith("| SSBA")).count("missing") == 15
     board = list(csv.DictReader((fake_root / "bench_reports/leaderboard.csv").read_text().splitlines()))
-    assert len(board) == 7 * 8  # the whole grid of the table, missing runs marked missing
-    badnet = {r["defense"]: r for r in board if r["record"] == "cifar10_preactresnet18_badnet_0_1"}
-    assert set(badnet) == {"none", *TABLE2_DEFENSES}
+    extras = list(csv.DictReader((fake_root / "bench_reports/leaderboard_extras.csv").read_text().splitlines()))
+    assert len(board) == len(extras) == 7 * 8  # the whole grid of the table, missing runs marked missing
+    assert [r[""] for r in board] == [str(i) for i in range(7 * 8)]  # BackdoorBench's index column
+    badnet = {r["defense_name"]: r for r in extras if r["record"] == "cifar10_preactresnet18_badnet_0_1"}
+    assert set(badnet) == {"no defense", *TABLE2_DEFENSES}
     assert badnet["nc"]["status"] == "ok" and badnet["anp"]["status"] == "missing"
+    nc = next(r for r in board if r["attack_name"] == "cifar10_preactresnet18_badnet_0_1" and r["defense_name"] == "nc")
+    assert nc["test_acc"] and not next(r for r in board if r["defense_name"] == "anp")["test_acc"]
 
     again = run("table2.sh", "--attacks", "badnet,blended", "--defenses", "nc,sau", cwd=fake_root)
     assert again.stdout.count("[skip]") == 6 and "[run]" not in again.stdout

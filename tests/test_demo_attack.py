@@ -10,6 +10,7 @@ from PIL import Image
 
 from csvutil import read_csv_exact
 from sau_plugin.cli import main
+from sau_plugin.compat import load_trusted
 from sau_plugin.demo import data
 from sau_plugin.demo.attack import AttackSettings, generate
 from sau_plugin.errors import DatasetError
@@ -75,7 +76,7 @@ def test_layout_and_data_files(record):
 
 
 def test_attack_result_matches_backdoorbench_format(record):
-    res = torch.load(record.folder / "attack_result.pt", weights_only=False)
+    res = load_trusted(record.folder / "attack_result.pt")
     assert {"model_name", "num_classes", "model", "data_path", "img_size", "clean_data", "bd_train", "bd_test"} <= set(res)
     assert res["model_name"] == "preactresnet18" and res["num_classes"] == 10
     assert res["data_path"] == "./data/mnist" and res["clean_data"] == "mnist" and res["img_size"] == [28, 28, 1]
@@ -160,7 +161,7 @@ def test_record_reads_back_through_the_plugin_reader(record):
     """The safe BackdoorBench reader (no weights_only=False) rebuilds the same data and model."""
     from sau_plugin.backdoorbench.evalsets import load_attack_model, load_eval_sets
 
-    res = torch.load(record.folder / "attack_result.pt", weights_only=False)
+    res = load_trusted(record.folder / "attack_result.pt")
     name, k, state = load_attack_model(record.folder)
     assert (name, k) == ("preactresnet18", 10)
     assert all(torch.equal(state[key], v) for key, v in res["model"].items())

@@ -7,6 +7,8 @@ import io
 import sys
 import types
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -79,34 +81,82 @@ def test_csv_and_latex_formats(record, capsys, tmp_path):
     assert tex.startswith("\\begin{table}") and "badnet\\_0\\_1 & 91.32 & 95.03 & 4.67 & N/A &" in tex
 
 
-def test_leaderboard_rows_and_merge(record, capsys, tmp_path):
+BB_HEADER = ",dataset,backbone,attack_name,defense_name,ratio,test_acc,test_asr,test_ra"
+# A sample in the exact form of BackdoorBench's leaderboard data (its website's static/data/results.csv):
+# unnamed index, fractions at full precision, empty cells for runs without figures.
+BB_SAMPLE = "\n".join([
+    BB_HEADER,
+    "0,cifar10,preactresnet18,badnet,no defense,0.1,0.9132,0.9503,0.0467",
+    "1,cifar10,preactresnet18,badnet,i-bau,0.1,0.8918999791145325,0.0152222223207354,0.8863333463668823",
+    "2,cifar10,preactresnet18,inputaware,ft,0.05,0.9121,0.0731,0.8633333333333333",
+    "3,cifar10,vgg19_bn,blended,no defense,0.1,,,",
+    "4,gtsrb,preactresnet18,badnet,nc,0.001,0.9748218655586244,0.0,0.9749403595924376",
+]) + "\n"
+
+
+def test_leaderboard_rows_are_backdoorbench_rows(record, capsys, tmp_path):
     board = tmp_path / "board.csv"
     args = ["--record_dir", str(record), "--attacks", "badnet_0_1", "blended_0_1=Blended", "--defenses", "sau,nc",
+            "--leaderboard", str(board), "--dataset", "cifar10", "--model", "preactresnet18", "--pratio", "0.10"]
+    assert run_cli(capsys, *args)[0] == 0
+    lines = board.read_text().splitlines()
+    assert lines[0] == BB_HEADER
+    rows = list(csv.reader(lines[1:]))
+    assert [r[0] for r in rows] == [str(i) for i in range(6)]  # (no defense, sau, nc) x 2 attacks
+    # badnet_0_1 has info.pickle (BackdoorBench's names); blended_0_1 takes the command line's, its folder name
+    assert rows[0] == ["0", "cifar10", "preactresnet18", "badnet", "no defense", "0.1", "0.9132", "0.9503", "0.0467"]
+    assert rows[1] == ["1", "cifar10", "preactresnet18", "badnet", "sau", "0.1", "0.8931", "0.0153", "0.8881"]
+    assert rows[3][1:6] == ["cifar10", "preactresnet18", "blended_0_1", "no defense", "0.1"]  # not the label
+    assert all(0.0 <= float(v) <= 1.0 for r in rows for v in r[6:])
+
+
+def test_leaderboard_extras_hold_what_backdoorbench_has_no_column_for(record, capsys, tmp_path):
+    extras = tmp_path / "extras.csv"
+    assert run_cli(capsys, "--record_dir", str(record), "--attacks", "badnet_0_1", "--defenses", "sau,ep",
+                   "--leaderboard_extras", str(extras))[0] == 0
+    rows = list(csv.DictReader(extras.read_text().splitlines()))
+    assert list(rows[0]) == ["dataset", "backbone", "attack_name", "defense_name", "ratio", "attack_label_trans",
+                             "der", "status", "record", "source"]
+    by_defense = {r["defense_name"]: r for r in rows}
+    assert by_defense["no defense"]["der"] == "" and by_defense["no defense"]["status"] == "ok"
+    assert float(by_defense["sau"]["der"]) == pytest.approx(0.957450)  # eq. (14) as a fraction
+    assert by_defense["sau"]["attack_label_trans"] == "all2one" and by_defense["sau"]["record"] == "badnet_0_1"
+    assert by_defense["sau"]["source"] == "badnet_0_1/defense/sau/sau_df_summary.csv, row last"
+    assert by_defense["ep"]["status"] == "missing" and "not run" in by_defense["ep"]["source"]
+
+
+def test_leaderboard_rows_append_to_backdoorbenchs_results_csv_as_one_table(record, capsys, tmp_path):
+    board = tmp_path / "results.csv"
+    board.write_text(BB_SAMPLE)
+    args = ["--record_dir", str(record), "--attacks", "badnet_0_1", "blended_0_1", "--defenses", "sau,nc,i-bau",
             "--leaderboard", str(board), "--dataset", "cifar10", "--model", "preactresnet18", "--pratio", "0.1"]
     assert run_cli(capsys, *args)[0] == 0
-    rows = list(csv.DictReader(board.read_text().splitlines()))
-    assert len(rows) == 2 * 3  # (no defense, sau, nc) x 2 attacks
-    first = rows[0]
-    assert (first["dataset"], first["model"], first["attack"], first["attack_label_trans"], first["pratio"],
-            first["defense"]) == ("cifar10", "preactresnet18", "badnet", "all2one", "0.1", "none")
-    assert (first["ACC"], first["ASR"], first["DER"], first["status"]) == ("91.3200", "95.0300", "", "ok")
-    sau = next(r for r in rows if r["record"] == "badnet_0_1" and r["defense"] == "sau")
-    assert (sau["ACC"], sau["ASR"], sau["R-ACC"], sau["DER"]) == ("89.3100", "1.5300", "88.8100", "95.7450")
-    blended = [r for r in rows if r["record"] == "blended_0_1"]
-    assert {r["attack"] for r in blended} == {"Blended"}  # label given on the command line
-    assert {r["dataset"] for r in blended} == {"cifar10"}  # no info.pickle: the --dataset fallback
-    # a second run replaces rows with the same key and keeps the others
-    with board.open("a") as f:
-        f.write("gtsrb,vgg19,badnet,all2one,0.1,sau,97.0,1.0,40.0,90.0,ok,other,x\n")
-    record_sau = record / "badnet_0_1" / "defense" / "sau" / "sau_df_summary.csv"
-    record_sau.unlink()
+    text = board.read_text()
+    sample_rows = BB_SAMPLE.splitlines()[1:]
+    lines = text.splitlines()
+    # BackdoorBench's rows stay byte for byte, except the one key the plugin re-measured (replaced in place)
+    assert lines[0] == BB_HEADER and lines[1] == "0,cifar10,preactresnet18,badnet,no defense,0.1,0.9132,0.9503,0.0467"
+    assert lines[2] == sample_rows[1]  # our badnet i-bau run has no figures: it never erases BackdoorBench's
+    assert lines[3:6] == sample_rows[2:5]
+    board_df = pd.read_csv(board, index_col=0)
+    sample_df = pd.read_csv(io.StringIO(BB_SAMPLE), index_col=0)
+    assert list(board_df.columns) == list(sample_df.columns)
+    assert board_df.index.tolist() == list(range(len(board_df)))  # the index continues: one table
+    assert dict(board_df.dtypes) == dict(sample_df.dtypes)  # object names, float ratios and fractions
+    assert len(board_df) == 5 + 2 * 4 - 2  # badnet: no defense and i-bau already there
+    ours = board_df.iloc[5:]
+    assert set(ours["defense_name"]) == {"no defense", "sau", "nc", "i-bau"}
+    assert set(ours["attack_name"]) == {"badnet", "blended_0_1"} and set(ours["ratio"]) == {0.1}
+    figures = ours[["test_acc", "test_asr", "test_ra"]].to_numpy().ravel()
+    figures = figures[~np.isnan(figures)]
+    assert len(figures) == 3 * 5 and ((figures >= 0) & (figures <= 1)).all()
+    assert ours[ours["defense_name"] == "i-bau"][["test_acc", "test_asr", "test_ra"]].isna().all().all()
+    # running it again changes nothing: one row per key
     assert run_cli(capsys, *args)[0] == 0
-    rows = list(csv.DictReader(board.read_text().splitlines()))
-    assert len(rows) == 7
-    sau = next(r for r in rows if r["record"] == "badnet_0_1" and r["defense"] == "sau")
-    assert (sau["ACC"], sau["DER"], sau["status"]) == ("", "", "missing")  # never filled in
-    assert "no final figures found" in sau["source"]
-    assert any(r["dataset"] == "gtsrb" for r in rows)
+    assert board.read_text() == text
+    # pandas can append the plugin's rows itself, too
+    both = pd.concat([sample_df, ours], ignore_index=True)
+    assert dict(both.dtypes) == dict(sample_df.dtypes)
 
 
 def test_leaderboard_one_row_per_run_whatever_the_table_label(record, capsys, tmp_path):
@@ -115,17 +165,38 @@ def test_leaderboard_one_row_per_run_whatever_the_table_label(record, capsys, tm
         assert run_cli(capsys, "--record_dir", str(record), "--attacks", f"badnet_0_1={label}", "--defenses", "sau",
                        "--leaderboard", str(board))[0] == 0
     rows = list(csv.DictReader(board.read_text().splitlines()))
-    assert [(r["attack"], r["defense"]) for r in rows] == [("badnet", "none"), ("badnet", "sau")]
+    assert [(r["attack_name"], r["defense_name"]) for r in rows] == [("badnet", "no defense"), ("badnet", "sau")]
 
 
-def test_leaderboard_nan_status(record, capsys):
+def test_leaderboard_label_transforms_other_than_all2one_are_named_apart(record, capsys):
+    torch.save({"dataset": "cifar10", "model": "preactresnet18", "attack": "badnet", "pratio": 0.1,
+                "attack_label_trans": "all2all"}, record / "blended_0_1" / "info.pickle")
+    code, out, _ = run_cli(capsys, "--record_dir", str(record), "--attacks", "badnet_0_1,blended_0_1",
+                           "--defenses", "sau", "--leaderboard", "-", "-o", str(record / "table.md"))
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [r["attack_name"] for r in rows] == ["badnet", "badnet", "badnet_all2all", "badnet_all2all"]
+
+
+def test_leaderboard_nan_run_has_empty_cells_and_status_nan(record, capsys):
     from _record_tree import RecordTree
 
     RecordTree(record).sau("blended_0_1", 0.9, float("nan"), 0.6)
     code, out, _ = run_cli(capsys, "--record_dir", str(record), "--attacks", "blended_0_1", "--defenses", "sau",
-                           "--leaderboard", "-", "-o", str(record / "table.md"))
-    rows = list(csv.DictReader(io.StringIO(out)))
-    assert (rows[1]["ACC"], rows[1]["ASR"], rows[1]["DER"], rows[1]["status"]) == ("90.0000", "nan", "nan", "nan")
+                           "--leaderboard", "-", "--leaderboard_extras", "-", "-o", str(record / "table.md"))
+    board, extras = out.split("dataset,backbone,attack_name,defense_name,ratio,attack_label_trans")
+    rows = list(csv.DictReader(io.StringIO(board)))
+    assert (rows[1]["test_acc"], rows[1]["test_asr"], rows[1]["test_ra"]) == ("0.9", "", "0.6")
+    extra = list(csv.reader(io.StringIO(extras)))[2]
+    assert extra[5:8] == ["", "", "nan"]  # no label transform known, DER nan -> empty, status nan
+
+
+def test_leaderboard_refuses_a_file_in_another_format(record, capsys, tmp_path):
+    board = tmp_path / "old.csv"
+    board.write_text("dataset,model,attack,attack_label_trans,pratio,defense,ACC,ASR,R-ACC,DER,status,record,source\n")
+    code, _, err = run_cli(capsys, "--record_dir", str(record), "--defenses", "sau", "--leaderboard", str(board))
+    assert code == 2 and err.count("\n") == 1
+    assert "does not have the expected columns (,dataset,backbone,attack_name,defense_name,ratio,test_acc" in err
+    assert board.read_text().startswith("dataset,model,attack")  # left as it was
 
 
 def test_errors_are_one_line_exit_2(record, capsys, tmp_path):
@@ -228,7 +299,7 @@ def test_reevaluate_reports_unusable_files(record, capsys, stub_record):
     code, out, _ = run_cli(capsys, "--record_dir", str(record), "--attacks", "badnet_0_1", "--defenses", "sau,nc",
                            "--reevaluate")
     assert code == 0
-    assert "badnet_0_1/defense/sau: " in out and "cannot be read safely" in out
+    assert "badnet_0_1/defense/sau: " in out and "defense_result.pt at " in out and "is truncated or corrupt" in out
     assert "missing keys [linear.bias]" in out
 
 

@@ -120,13 +120,23 @@ def test_non_finite_loss_stops_with_the_epoch_named():
         Unlearner(m, r, _cfg(), mean=MEAN, std=STD).fit(x, y)
 
 
-@pytest.mark.skipif(not cpu_supports_bf16(), reason="this CPU has no native bf16")
+@pytest.mark.skipif(not cpu_supports_bf16(), reason="torch reports no native bf16 on this CPU (or, before its CPU "
+                                                     "bf16 kernels, has no probe for it)")
 def test_amp_on_cpu_uses_bf16_and_stays_close_to_fp32():
     fp32 = _run(_cfg(n_rounds=1))
     amp = _run(_cfg(n_rounds=1, amp=True))
     assert amp.precision.dtype is torch.bfloat16 and fp32.precision.dtype is None
     assert math.isfinite(amp.history[0]["train_loss"])
     assert abs(amp.history[0]["train_loss_cl"] - fp32.history[0]["train_loss_cl"]) < 0.1
+
+
+def test_amp_on_cpu_is_fp32_where_torch_cannot_report_native_bf16(monkeypatch):
+    """torch 1.11 has no CPU bf16 probe, and its bf16 convolutions are far slower than fp32."""
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.delattr(torch.cpu, probe, raising=False)
+    assert not cpu_supports_bf16()
+    amp = _run(_cfg(n_rounds=1, amp=True))
+    assert amp.precision.dtype is None and "reports no native bf16 on this CPU, so autocast is off" in amp.precision.note
 
 
 def test_non_finite_adversarial_term_stops_before_any_update(monkeypatch):

@@ -31,6 +31,7 @@ import torch
 import torch.nn as nn
 
 from .. import __version__
+from ..compat import require_compile
 from ..config import LOADERS, SAUConfig, VARIANTS, load_yaml_mapping
 from ..core import Unlearner
 from ..errors import ConfigError, DatasetError, DeviceError, OutputError
@@ -162,6 +163,10 @@ def _make_dirs(paths: _Paths, cfg: SAUConfig) -> None:
 
 
 
+# datasets whose YAML ships with the plugin (BackdoorBench's config/defense/sau/<dataset>.yaml)
+SHIPPED_DATASET_CONFIGS = ("cifar10", "cifar100", "gtsrb", "tiny")
+
+
 def config_dir() -> Path:
     """The shipped YAML files (``defense_configs/sau``; packaged as ``sau_plugin/configs``)."""
     here = Path(__file__).resolve().parents[1]
@@ -248,15 +253,16 @@ class _Unlearner(Unlearner):
 
 # ---- the run ---------------------------------------------------------------------------------------------------
 
-def run_defense(cfg: SAUConfig, *, progress: bool = True) -> DefenseOutcome:
+def run_defense(cfg: SAUConfig, *, progress: bool = True, record: Optional[AttackRecord] = None) -> DefenseOutcome:
     """Run SAU on ``<cfg.record_dir>/<cfg.result_file>`` and write BackdoorBench's outputs.
 
     Every input is read and checked before the output folder is created; errors are
-    :class:`~sau_plugin.errors.SAUError` subclasses with a one-line message.
+    :class:`~sau_plugin.errors.SAUError` subclasses with a one-line message. ``record``:
+    that folder's attack result when the caller has read it already.
     """
     session = _LogSession(console=progress)
     try:
-        return _run(cfg, progress, session)
+        return _run(cfg, progress, session, record)
     finally:
         session.close()
 
@@ -283,12 +289,14 @@ class _Inputs:
     clean: Tuple[torch.Tensor, torch.Tensor]
 
 
-def _load_inputs(cfg: SAUConfig, paths: _Paths, timings: Dict[str, float]) -> _Inputs:
+def _load_inputs(cfg: SAUConfig, paths: _Paths, timings: Dict[str, float],
+                 record: Optional[AttackRecord] = None) -> _Inputs:
     t = time.perf_counter()
-    record = read_attack_result(paths.attack_dir, trust_pickle=cfg.trust_pickle)
+    if record is None or record.path != paths.attack_dir / "attack_result.pt":
+        record = read_attack_result(paths.attack_dir, trust_pickle=cfg.trust_pickle)
     if cfg.dataset != record.clean_data:
         raise ConfigError(f"--dataset {cfg.dataset} but the attack result was made on {record.clean_data!r}; "
-                          f"pass --dataset {record.clean_data} (and its --yaml_path)")
+                          f"pass --dataset {record.clean_data} or leave --dataset out (the record names its dataset)")
     if cfg.model != record.model_name:
         log.warning("config model %r differs from the attack's model %r; using the attack's", cfg.model, record.model_name)
     data = load_data(record, paths.attack_dir, paths.record_dir, cfg.loader)
@@ -314,13 +322,15 @@ def load_inputs(cfg: SAUConfig) -> _Inputs:
     return _load_inputs(cfg, _Paths.of(cfg), {})
 
 
-def _run(cfg: SAUConfig, progress: bool, session: _LogSession) -> DefenseOutcome:
+def _run(cfg: SAUConfig, progress: bool, session: _LogSession, record: Optional[AttackRecord]) -> DefenseOutcome:
     t_start = time.perf_counter()
     timings: Dict[str, float] = {}
     paths = _Paths.of(cfg)
     device = resolve_device(cfg.device)
+    if cfg.compile:
+        require_compile()  # before anything is written
     _check_output(paths, cfg)
-    inp = _load_inputs(cfg, paths, timings)  # nothing is written before the inputs pass
+    inp = _load_inputs(cfg, paths, timings, record)  # nothing is written before the inputs pass
     ckpt = paths.checkpoint / "last.pt"
     resume_state = checkpoint.read(ckpt, cfg, inp.indices) if cfg.resume and ckpt.is_file() else None
 
@@ -461,7 +471,8 @@ class sau:  # noqa: N801 - BackdoorBench names a defense class after its script
         """Logging is set up by the run (log/<timestamp>.log, and stderr when progress is on)."""
 
     def mitigation(self) -> dict:
-        self.outcome = run_defense(self.cfg, progress=self.progress)
+        self.cfg, record = dataset_from_record(self.args, self.cfg)
+        self.outcome = run_defense(self.cfg, progress=self.progress, record=record)
         return {"model": self.outcome.model}
 
     def defense(self, result_file: str) -> dict:
@@ -495,7 +506,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--checkpoint_save", type=str, help="checkpoint folder (default <output>/checkpoint)")
     a("--log", type=str, help="log folder (default <output>/log)")
     a("--dataset_path", type=str, help="accepted for compatibility; data is found from the attack result")
-    a("--dataset", type=str, help="mnist, cifar10, cifar100, gtsrb, tiny")
+    a("--dataset", type=str, help="mnist, cifar10, cifar100, gtsrb, tiny (default: the one the attack result "
+                                     "names; without --yaml_path, that dataset's shipped YAML)")
     a("--result_file", type=str, help="attack folder under --record_dir")
     a("--epochs", type=int, help="unlearning epochs when --n_rounds is not given")
     a("--batch_size", type=int)
@@ -511,7 +523,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--wd", type=float, help="weight decay")
     a("--frequency_save", type=int, help="accepted for compatibility (a checkpoint is kept every epoch)")
     a("--random_seed", type=int)
-    a("--yaml_path", type=str, help="defaults, e.g. defense_configs/sau/cifar10.yaml (default: the plugin's config.yaml)")
+    a("--yaml_path", type=str, help="defaults, e.g. defense_configs/sau/cifar10.yaml (default: the plugin's YAML for "
+                                    "the dataset, else its config.yaml)")
     a("--ratio", type=float, help="fraction of the clean training set used")
     a("--index", type=str, help="text file of clean training indices (overrides --ratio)")
     a("--optim", type=str, help="accepted for compatibility (client_optimizer chooses)")
@@ -543,19 +556,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--no_progress", action="store_true", help="no progress bars or log lines on stderr")
 
 
-def config_from_args(args: argparse.Namespace) -> SAUConfig:
-    """YAML defaults under the explicit flags; an explicit --epochs sets n_rounds unless given."""
+def config_from_args(args: argparse.Namespace, dataset: Optional[str] = None) -> SAUConfig:
+    """YAML defaults under the explicit flags; an explicit --epochs sets n_rounds unless given.
+
+    ``dataset`` (the record's, used when --dataset is absent) sets the dataset and, without
+    --yaml_path, picks that dataset's shipped YAML (``config.yaml`` for a dataset without one).
+    """
     known = {f.name for f in fields(SAUConfig)}
     values = {k: v for k, v in vars(args).items() if k in known and v is not None}
     if values.get("epochs") is not None and values.get("n_rounds") is None:
         values["n_rounds"] = values["epochs"]
-    yaml_path = Path(args.yaml_path) if getattr(args, "yaml_path", None) else config_dir() / "config.yaml"
+    if dataset is not None and "dataset" not in values:
+        values["dataset"] = dataset
+    if getattr(args, "yaml_path", None):
+        yaml_path = Path(args.yaml_path)
+    else:
+        shipped = config_dir() / f"{values.get('dataset')}.yaml"
+        yaml_path = shipped if values.get("dataset") in SHIPPED_DATASET_CONFIGS else config_dir() / "config.yaml"
     load_yaml_mapping(yaml_path)  # clear error for a missing or broken file before merging
     return SAUConfig.from_yaml(yaml_path, overrides=values)
 
 
+def dataset_from_record(args: argparse.Namespace, cfg: SAUConfig) -> Tuple[SAUConfig, Optional[AttackRecord]]:
+    """Without --dataset the attack result names the dataset: read it (once; the run reuses
+    it) and rebuild the configuration with that dataset and its YAML."""
+    if getattr(args, "dataset", None) is not None or not cfg.result_file:
+        return cfg, None
+    record = read_attack_result(_Paths.of(cfg).attack_dir, trust_pickle=cfg.trust_pickle)
+    if getattr(args, "yaml_path", None):
+        written_for = load_yaml_mapping(args.yaml_path).get("dataset")
+        if written_for not in (None, record.clean_data):
+            log.warning("%s sets dataset %r, but the attack result was made on %r: using %r with that YAML's other "
+                        "values", args.yaml_path, written_for, record.clean_data, record.clean_data)
+    return config_from_args(args, dataset=record.clean_data).replace(result_file=cfg.result_file), record
+
+
 def _cli(args: argparse.Namespace) -> int:
-    outcome = run_defense(config_from_args(args), progress=not args.no_progress)
+    cfg, record = dataset_from_record(args, config_from_args(args))
+    outcome = run_defense(cfg, progress=not args.no_progress, record=record)
     b, a = outcome.before, outcome.after
     print(f"no defense: ACC {100 * b['test_acc']:.2f} ASR {100 * b['test_asr']:.2f} R-ACC {100 * b['test_ra']:.2f}")
     print(f"{args.defense_name or 'sau'}: ACC {100 * a['test_acc']:.2f} ASR {100 * a['test_asr']:.2f} "

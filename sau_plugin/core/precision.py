@@ -14,6 +14,8 @@ from typing import Optional
 
 import torch
 
+from ..compat import grad_scaler
+
 
 @dataclass
 class Precision:
@@ -30,7 +32,7 @@ class Precision:
     def make_scaler(self):
         """A gradient scaler for fp16 (bf16 and fp32 need none)."""
         if self.dtype is torch.float16:
-            return torch.amp.GradScaler(self.device_type)
+            return grad_scaler(self.device_type)
         return None
 
     def format(self, x: torch.Tensor) -> torch.Tensor:
@@ -45,7 +47,12 @@ class Precision:
 
 
 def cpu_supports_bf16() -> bool:
-    """True when the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX)."""
+    """True when torch reports native bf16 matrix instructions (AVX512-BF16 or AMX) on this CPU.
+
+    A torch without these probes (e.g. BackdoorBench's 1.11) predates its fast CPU bf16
+    kernels: its bf16 convolutions run far slower than fp32 even on such a CPU, so it
+    counts as no (``bench_scripts/amp_probe.py`` prints the two times).
+    """
     cpu = getattr(torch, "cpu", None)
     for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
         fn = getattr(cpu, probe, None)
@@ -54,12 +61,7 @@ def cpu_supports_bf16() -> bool:
                 return True
         except Exception:  # private probes: never let them break a run
             pass
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-        return "avx512_bf16" in flags or "amx_bf16" in flags
-    except OSError:
-        return False
+    return False
 
 
 def choose_precision(device: torch.device | str, amp: bool) -> Precision:
@@ -73,7 +75,8 @@ def choose_precision(device: torch.device | str, amp: bool) -> Precision:
     if device.type == "cpu":
         if cpu_supports_bf16():
             return Precision("cpu", torch.bfloat16, True, "bf16 autocast (cpu with native bf16)")
-        return Precision("cpu", None, True, "fp32: amp requested but this CPU has no native bf16, so autocast is off")
+        return Precision("cpu", None, True, f"fp32: amp requested but torch {torch.__version__} reports no native bf16 "
+                                            f"on this CPU, so autocast is off")
     return Precision(device.type, None, False, f"fp32 (no autocast on {device.type})")
 
 

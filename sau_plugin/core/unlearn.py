@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..compat import compiled
 from ..errors import NonFiniteLossError
 from .allocator import heap_reuse_state, reuse_heap_memory
 from .losses import sar_loss
@@ -161,8 +162,8 @@ class Unlearner:
         self.model_ref = self.precision.prepare(model_ref).eval()
         for p in self.model_ref.parameters():
             p.requires_grad_(False)
-        self.forward = torch.compile(self.model) if cfg.compile else self.model
-        self.forward_ref = torch.compile(self.model_ref) if cfg.compile else self.model_ref
+        self.forward = compiled(self.model) if cfg.compile else self.model
+        self.forward_ref = compiled(self.model_ref) if cfg.compile else self.model_ref
         self.optimizer = make_optimizer(self.model, cfg)
         self.scheduler = make_scheduler(self.optimizer, cfg)
         self.scaler = self.precision.make_scaler()

@@ -10,6 +10,7 @@ writes, under ``<record_dir>`` (default ``sau_demo/record``) and its sibling ``d
                                     attack_df.csv       one row per epoch (BackdoorBench's columns)
                                     attack_df_summary.csv  rows last / valid_max / exist_nan_value
                                     attack_config.yaml  the settings and final figures of this run
+                                    info.pickle         dataset, model, attack, pratio, label transform (as BackdoorBench)
 
 Poisoning follows BackdoorBench: ``round(pratio * N)`` training samples chosen at random
 (all-to-one may pick target-class samples too; SIG, clean-label, picks only target-class
@@ -48,7 +49,7 @@ from PIL import Image
 
 from ..backdoorbench.attack_result import PoisonedSplit, save_attack_result
 from ..errors import ConfigError
-from ..fileio import atomic_write_text
+from ..fileio import atomic_save, atomic_write_text
 from ..metrics import batches, evaluate_backdoor, evaluate_clean
 from ..models import create_model
 from . import triggers
@@ -269,6 +270,8 @@ def generate(settings: AttackSettings, record_dir: Path | str = DEFAULT_RECORD_D
         saved = yaml.safe_load(config_file.read_text()) or {}
         if saved.get("settings") == settings.to_dict():
             ensure_mnist(workspace)  # the record is useless without its data: rewrite them if deleted
+            if not (folder / "info.pickle").is_file():  # folders written before it existed
+                write_info(folder, settings)
             return AttackOutcome(folder, saved.get("metrics", {}), float(saved.get("train_time_s", 0.0)), reused=True)
 
     train, test = ensure_mnist(workspace)
@@ -298,10 +301,21 @@ def generate(settings: AttackSettings, record_dir: Path | str = DEFAULT_RECORD_D
     save_attack_result(folder, model_name="preactresnet18", num_classes=NUM_CLASSES, state_dict=model.state_dict(),
                        data_path=DATA_PATH, img_size=(28, 28, 1), clean_data="mnist", bd_test=bd_test, bd_train=bd_train)
     write_history(folder, history, "attack")
+    write_info(folder, settings)
     metrics = {k: float(v) for k, v in history[-1].items()}
     atomic_write_text(config_file, yaml.safe_dump({"settings": settings.to_dict(), "metrics": metrics,
                                                     "train_time_s": round(train_time, 2)}, sort_keys=False))
     return AttackOutcome(folder, metrics, train_time)
+
+
+def write_info(folder: Path, settings: AttackSettings) -> None:
+    """``info.pickle`` with the keys BackdoorBench's attacks save there (their arguments) that
+    tables and leaderboard rows read: dataset, model, attack, pratio, attack_label_trans."""
+    kind = settings.kind
+    info = {"dataset": "mnist", "model": "preactresnet18", "attack": settings.attack.replace("_all2all", ""),
+            "pratio": settings.poison_ratio, "attack_label_trans": "all2all" if kind.all_to_all else "all2one",
+            "attack_target": settings.target}
+    atomic_save(folder / "info.pickle", lambda p: torch.save(info, p))
 
 
 def write_history(folder: Path, history: List[Dict[str, float]], prefix: str) -> None:

@@ -12,7 +12,6 @@ be given comma- or space-separated. Without ``--attacks`` every attack folder un
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 from typing import List, Sequence, Tuple
@@ -20,8 +19,8 @@ from typing import List, Sequence, Tuple
 from ..errors import ConfigError, OutputError
 from ..fileio import atomic_write_text
 from .collect import NO_DEFENSE, collect, default_label, discover_attacks
-from .table import build_table, leaderboard_rows, merge_leaderboard, render_csv, render_latex, render_leaderboard, \
-    render_markdown
+from .leaderboard import leaderboard_rows, render_backdoorbench, render_extras
+from .table import build_table, render_csv, render_latex, render_markdown
 
 PAPER_DEFENSES = "anp,fp,nc,nad,ep,i-bau,sau"  # Table 2's column order
 FORMATS = ("md", "latex", "csv")
@@ -65,8 +64,13 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
                    help="columns per table block in md / latex, No Defense included (default 4, as in the paper; "
                         "0 = one table)")
     p.add_argument("--leaderboard", metavar="CSV",
-                   help="also write leaderboard rows (dataset, model, attack, ratio, defense, ACC, ASR, R-ACC, DER) "
-                        "to CSV, replacing rows with the same key if the file exists; '-' prints them")
+                   help="also write rows in BackdoorBench's leaderboard schema (its results.csv: index, dataset, "
+                        "backbone, attack_name, defense_name, ratio, test_acc, test_asr, test_ra); an existing file "
+                        "in that schema (e.g. a copy of results.csv) keeps its rows and gets ours merged in, the "
+                        "index continuing; '-' prints them")
+    p.add_argument("--leaderboard_extras", metavar="CSV",
+                   help="also write the plugin's extras per leaderboard row (the same five key columns, then "
+                        "attack_label_trans, der, status, record, source); '-' prints them")
     p.add_argument("--reevaluate", action="store_true",
                    help="measure every defense_result.pt with the plugin's evaluator instead of reading CSVs")
     p.add_argument("--device", default="cpu", help="device for --reevaluate (default cpu)")
@@ -111,17 +115,26 @@ def run(args: argparse.Namespace) -> int:
             print(f"note: {note}", file=sys.stderr)
     _emit(text, args.output)
 
-    if args.leaderboard:
+    if args.leaderboard or args.leaderboard_extras:
         fallback = {k: getattr(args, k) for k in ("dataset", "model", "pratio", "attack_label_trans")
                     if getattr(args, k) is not None}
         rows = leaderboard_rows(results, names, fallback)
-        if args.leaderboard != "-":
-            path = Path(args.leaderboard)
-            if path.is_file():
-                with open(path, newline="", encoding="utf-8") as f:
-                    rows = merge_leaderboard(csv.DictReader(f), rows)
-        _emit(render_leaderboard(rows), None if args.leaderboard == "-" else args.leaderboard)
+        for target, render in ((args.leaderboard, render_backdoorbench), (args.leaderboard_extras, render_extras)):
+            if target == "-":
+                _emit(render(rows), None)
+            elif target:
+                _emit(render(rows, _read_existing(target), what=target), target)
     return 0
+
+
+def _read_existing(path: str):
+    p = Path(path)
+    if not p.is_file():
+        return None
+    try:
+        return p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise OutputError(f"cannot read {path} to merge into it ({exc}); pass another file") from None
 
 
 def _emit(text: str, path) -> None:

@@ -305,17 +305,18 @@ def read_attack_info(attack_dir: Path) -> Dict[str, object]:
     """dataset / model / attack / pratio / attack_label_trans from BackdoorBench's ``info.pickle``.
 
     BackdoorBench's attacks ``torch.save`` their argument dict there (attack/prototype.py,
-    ``NormalCase.prepare``). It holds plain values only, so it is read with
-    ``weights_only=True``: nothing in the file is executed. Absent or refused: ``{}``.
+    ``NormalCase.prepare``). It holds plain values only, so it is read with torch's own
+    safe globals and nothing more: nothing in the file is executed. Absent, refused or
+    damaged: ``{}`` (metadata is optional).
     """
     path = attack_dir / "info.pickle"
     if not path.is_file():
         return {}
-    try:
-        import torch
+    from ..compat import load_weights_only
 
-        info = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # refused (non-plain content) or corrupt: metadata is optional
+    try:
+        info = load_weights_only(path, what="info.pickle", fix="metadata skipped")
+    except RecordError:
         return {}
     if not isinstance(info, dict):
         return {}

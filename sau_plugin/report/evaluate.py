@@ -24,7 +24,7 @@ for the backdoored model itself. Without it the No Defense figures stay those of
 ``attack_df_summary.csv`` and a note says so.
 
 ``defense_result.pt`` is BackdoorBench's ``{'model_name', 'num_classes', 'model'}``;
-it holds only tensors and plain values and is read with ``weights_only=True``.
+it holds only tensors and plain values and is read with torch's own safe globals only.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 
+from ..compat import load_weights_only
 from ..errors import RecordError, SAUError
 from ..metrics import batches, evaluate_backdoor, evaluate_clean
 from ..models import create_model, infer_model_kwargs, load_weights
@@ -107,10 +108,7 @@ def build_model(model_name: str, num_classes: int, state: Mapping[str, torch.Ten
 
 
 def load_defense_model(path: Path) -> torch.nn.Module:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # refused pickle, truncated file, ...
-        raise RecordError(f"{path} cannot be read safely ({type(exc).__name__}: {str(exc)[:200]})") from None
+    obj = load_weights_only(path, what="defense_result.pt", fix="re-run that defense")
     if not isinstance(obj, dict) or not {"model_name", "num_classes", "model"} <= set(obj):
         raise RecordError(f"{path}: expected a dict with model_name, num_classes and model")
     return build_model(obj["model_name"], obj["num_classes"], obj["model"], what=str(path))

@@ -21,7 +21,7 @@ import csv
 import io
 import math
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from ..metrics import der
 from .collect import NO_DEFENSE, AttackResults, Figures, Run
@@ -234,74 +234,5 @@ def render_csv(table: Table) -> str:
     return buf.getvalue()
 
 
-# ---------------------------------------------------------------------------------------------------------
-# leaderboard: one line per (dataset, model, attack, poisoning ratio, defense)
-
-# One line per (dataset, model, attack, poisoning ratio, defense) of each attack folder: the
-# folder is part of the key, so rows of runs without metadata never overwrite each other.
-LEADERBOARD_KEY = ("dataset", "model", "attack", "attack_label_trans", "pratio", "defense", "record")
-LEADERBOARD_FIELDS = LEADERBOARD_KEY[:-1] + ("ACC", "ASR", "R-ACC", "DER", "status", "record", "source")
-
-
-def _num(cell: Cell) -> str:
-    return f"{cell.value:.4f}" if cell.kind == VALUE else ("nan" if cell.kind == NAN else "")
-
-
-def leaderboard_rows(results: Sequence[AttackResults], defenses: Sequence[str],
-                     fallback: Optional[Mapping[str, object]] = None) -> List[Dict[str, str]]:
-    """Rows in percent (4 decimals); ``status`` is ok, missing or nan; missing figures stay empty.
-
-    Metadata comes from the attack's ``info.pickle`` (see ``read_attack_info``), else
-    from ``fallback`` (command-line values); ``attack`` is the attack name BackdoorBench
-    recorded, else the row label (the folder name unless one was given), so that a run
-    shown under different labels in different tables stays one row.
-    """
-    fallback = dict(fallback or {})
-    rows = []
-    for res in results:
-        meta = {k: res.info.get(k, fallback.get(k, "")) for k in ("dataset", "model", "pratio", "attack_label_trans")}
-        attack = str(res.info.get("attack") or res.label)
-        for name in (NO_DEFENSE,) + tuple(defenses):
-            run = res.no_defense if name == NO_DEFENSE else res.defenses.get(name, Run(None))
-            cells = [_figure_cell(run.figures, a) for a in ("acc", "asr", "ra")]
-            der_c = Cell(NA) if name == NO_DEFENSE else der_cell(res.no_defense, run)
-            kinds = {c.kind for c in cells}
-            status = "missing" if MISSING in kinds else ("nan" if NAN in kinds or der_c.kind == NAN else "ok")
-            rows.append({
-                **{k: str(v) for k, v in meta.items()}, "attack": attack, "defense": name,
-                "ACC": _num(cells[0]), "ASR": _num(cells[1]), "R-ACC": _num(cells[2]), "DER": _num(der_c),
-                "status": status, "record": res.folder,
-                "source": run.figures.source if run.figures is not None else "; ".join(run.notes),
-            })
-    return rows
-
-
-def merge_leaderboard(existing: Iterable[Mapping[str, str]], new: Iterable[Mapping[str, str]]) -> List[Dict[str, str]]:
-    """``existing`` rows with the keys of ``new`` replaced by the new rows; order kept, new keys appended."""
-    new = [dict(r) for r in new]
-    new_by_key = {tuple(r.get(k, "") for k in LEADERBOARD_KEY): r for r in new}
-    out, seen = [], set()
-    for r in existing:
-        key = tuple(r.get(k, "") for k in LEADERBOARD_KEY)
-        if key in new_by_key:
-            if key not in seen:
-                out.append(new_by_key[key])
-                seen.add(key)
-        else:
-            out.append({k: r.get(k, "") for k in LEADERBOARD_FIELDS})
-    out.extend(r for key, r in new_by_key.items() if key not in seen)
-    return out
-
-
-def render_leaderboard(rows: Iterable[Mapping[str, str]]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(LEADERBOARD_FIELDS), lineterminator="\n", extrasaction="ignore")
-    w.writeheader()
-    for r in rows:
-        w.writerow(r)
-    return buf.getvalue()
-
-
 __all__ = ["Cell", "Column", "Table", "build_table", "der_cell", "render_markdown", "render_latex", "render_csv",
-           "latex_escape", "leaderboard_rows", "merge_leaderboard", "render_leaderboard", "METRICS", "AVERAGE",
-           "VALUE", "MISSING", "NAN", "NA", "BEST", "SECOND", "LEADERBOARD_FIELDS"]
+           "latex_escape", "METRICS", "AVERAGE", "VALUE", "MISSING", "NAN", "NA", "BEST", "SECOND"]
