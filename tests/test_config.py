@@ -11,6 +11,7 @@ def test_defaults_are_backdoorbench_config_yaml():
     assert (c.beta_1, c.beta_2, c.lmd_1, c.lmd_2, c.lmd_3, c.outer_steps) == (0.01, 1.0, 1.0, 0.0, 1.0, 1)
     assert (c.lr, c.batch_size, c.n_rounds, c.ratio, c.random_seed) == (1e-4, 256, 100, 0.05, 0)
     assert (c.client_optimizer, c.lr_scheduler, c.adam_betas, c.wd) == ("adam", "CosineAnnealingLR", (0.9, 0.999), 0.0)
+    assert c.lr_scheduler_stepping == "never"  # the reference never steps its scheduler
     assert c.train_mode is False and c.amp is True and c.variant == "sau"
     assert (c.inner, c.outer) == ("shared", "sar")
 
@@ -33,6 +34,9 @@ def test_defaults_are_backdoorbench_config_yaml():
         ({"device": "gpu"}, "device must be"),
         ({"lr": float("nan")}, "lr must be a finite number"),
         ({"amp": "maybe"}, "amp must be true or false"),
+        ({"lr_scheduler_stepping": "batch"}, "lr_scheduler_stepping must be one of never, epoch; got 'batch'"),
+        ({"lr_scheduler_stepping": "epoch", "lr_scheduler": "none"}, "but lr_scheduler is none"),
+        ({"lr_scheduler_stepping": "epoch", "lr_scheduler": "StepLR"}, "StepLR needs steplr_stepsize"),
     ],
 )
 def test_invalid_values_are_refused_with_what_is_allowed(changes, needle):
@@ -90,3 +94,29 @@ def test_defense_name_accepts_folder_names(name):
 def test_defense_name_refuses_paths(name):
     with pytest.raises(ConfigError, match="defense_name"):
         SAUConfig(defense_name=name)
+
+
+def test_step_schedule_settings_are_needed_only_when_the_schedule_steps():
+    # The reference accepts --lr_scheduler StepLR without its settings (it never steps it); so does the plugin.
+    assert SAUConfig(lr_scheduler="StepLR").lr_scheduler_stepping == "never"
+    assert SAUConfig.from_mapping({"lr_scheduler_stepping": "Epoch"}).lr_scheduler_stepping == "epoch"
+
+
+@pytest.mark.parametrize("name", ["config", "cifar10", "cifar100", "gtsrb", "tiny"])
+def test_shipped_backdoorbench_yamls_run_the_references_constant_lr(name):
+    import argparse
+
+    import torch
+
+    from sau_plugin.backdoorbench.defense import add_arguments, config_dir, config_from_args
+    from sau_plugin.core import make_optimizer, make_scheduler
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    cfg = config_from_args(parser.parse_args(["--yaml_path", str(config_dir() / f"{name}.yaml")]))
+    assert cfg.lr_scheduler == "CosineAnnealingLR" and cfg.lr_scheduler_stepping == "never"
+    assert make_scheduler(make_optimizer(torch.nn.Linear(2, 2), cfg), cfg) is None
+    flagged = config_from_args(parser.parse_args(["--yaml_path", str(config_dir() / f"{name}.yaml"),
+                                                  "--lr_scheduler_stepping", "epoch"]))
+    sched = make_scheduler(make_optimizer(torch.nn.Linear(2, 2), flagged), flagged)
+    assert isinstance(sched, torch.optim.lr_scheduler.CosineAnnealingLR) and sched.T_max == flagged.n_rounds

@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 
 from .. import __version__
-from ..config import LOADERS, SAUConfig, VARIANTS, load_yaml_mapping
+from ..config import LOADERS, LR_SCHEDULER_STEPPINGS, SAUConfig, VARIANTS, load_yaml_mapping
 from ..core import Unlearner
 from ..errors import ConfigError, DatasetError, DeviceError, OutputError
 from ..fileio import atomic_write_text
@@ -501,7 +501,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--batch_size", type=int)
     a("--num_workers", type=float, help="accepted for compatibility")
     a("--lr", type=float)
-    a("--lr_scheduler", type=str, help="CosineAnnealingLR, StepLR, MultiStepLR or none (the reference's constant rate)")
+    a("--lr_scheduler", type=str, help="CosineAnnealingLR, StepLR, MultiStepLR or none; as in the reference, "
+      "not stepped (constant lr) unless --lr_scheduler_stepping epoch")
     a("--steplr_stepsize", type=int)
     a("--steplr_gamma", type=float)
     a("--steplr_milestones", type=int, nargs="+")
@@ -537,6 +538,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="load attack_result.pt with weights_only=False (runs any code in it)")
     g.add_argument("--resume", action="store_true", default=None, help="continue from checkpoint/last.pt")
     g.add_argument("--overwrite", action="store_true", default=None, help="replace an existing defense output")
+    g.add_argument("--lr_scheduler_stepping", type=str, choices=LR_SCHEDULER_STEPPINGS,
+                   help="never (default, as the reference: constant lr) or epoch (step --lr_scheduler once per epoch; "
+                        "cosine over n_rounds)")
     g.add_argument("--compile", action="store_true", default=None, help="torch.compile the models")
     g.add_argument("--cpu_heap_reuse", type=_bool, help="CPU: keep freed activation memory in the heap "
                    "instead of page-faulting it anew every batch (glibc; default true; no effect on results)")
