@@ -29,7 +29,7 @@ from typing import Any, Mapping, Optional, Tuple
 
 from .errors import ConfigError
 
-NORM_TYPES = ("L_inf", "L2", "L1")
+NORM_TYPES = ("L_inf", "L2", "L1", "Reg")  # Reg: no projection, as in the reference
 PGD_INITS = ("max", "min", "zero", "random")
 # variant name -> (inner maximisation, outer minimisation); SAU_SPEC 2.3 / paper Table 5.
 VARIANTS = {

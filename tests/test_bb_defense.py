@@ -35,7 +35,8 @@ def check_outputs(out: Path, name: str, n_rounds: int, n_train: int, ratio: floa
     for f in ("defense_result.pt", f"{name}_df.csv", f"{name}_df_summary.csv", "sau_result.json",
               "log/index.txt", "checkpoint/last.pt"):
         assert (out / f).is_file(), f
-    assert len(list((out / "log").glob("*.log"))) >= 1
+    logs = list((out / "log").glob("*.log"))
+    assert len(logs) >= 1 and all("shared PGD:" not in f.read_text() for f in logs)  # debug lines: --log_level debug
     for png in (f"{name}_acc_like_metric_plots.png", f"{name}_loss_metric_plots.png"):
         with Image.open(out / png) as im:
             assert im.format == "PNG" and im.size == (1280, 960)
@@ -248,6 +249,17 @@ def test_no_defense_figures_follow_their_definitions(tmp_path, constant):
         "test_acc": float((labels == constant).mean()), "test_asr": float(constant == bb.TARGET),
         "test_ra": float((poisoned == constant).mean())}
     assert info["der"] == 50.0  # nothing changed: (0 - 0 + 1) / 2
+
+
+def test_log_level_debug_logs_shared_pgd_diagnostics_per_batch(tmp_path):
+    attack, _ = bb.make_record(tmp_path, "cifar10")
+    assert main(bb.cli_args(tmp_path, "cifar10", "--log_level", "debug", "--norm_type", "Reg")) == 0
+    (log_file,) = (attack / "defense" / "sau" / "log").glob("*.log")
+    lines = [line for line in log_file.read_text().splitlines() if "shared PGD:" in line]
+    assert len(lines) == 2  # 30 clean samples, batch 16, one epoch
+    assert all("[DEBUG   ] [sau_plugin.core.pgd]" in line and "fooled h " in line and "eps norm" in line for line in lines)
+    info = json.loads((attack / "defense" / "sau" / "sau_result.json").read_text())
+    assert info["config"]["norm_type"] == "Reg"
 
 
 @pytest.mark.parametrize("variant, stored", [("ft", "ft"), ("c+d", "at")])

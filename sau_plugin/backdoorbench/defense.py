@@ -45,6 +45,7 @@ from .results import (INITIAL_EPOCH, metrics_frame, plot_metrics, read_attack_su
 from .transforms import normalization, normalize, normalized_batches, stack_images
 
 log = logging.getLogger("sau_plugin")
+LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
 
 # Test hook: "EPOCH:BATCH:MARKER" stops after that batch (1-based), writes MARKER and waits to be killed.
 STALL_ENV = "SAU_PLUGIN_TEST_STALL_AT"
@@ -179,7 +180,7 @@ class _LogSession:
 
     FORMAT = logging.Formatter("%(asctime)s [%(levelname)-8s] [%(name)s] %(message)s", "%Y-%m-%d:%H:%M:%S")
 
-    def __init__(self, console: bool):
+    def __init__(self, console: bool, level: str = "info"):
         self.buffer = logging.handlers.MemoryHandler(capacity=1 << 20, flushLevel=logging.CRITICAL + 1)
         self.handlers: List[logging.Handler] = [self.buffer]
         if console:
@@ -187,7 +188,7 @@ class _LogSession:
             stream.setFormatter(self.FORMAT)
             self.handlers.append(stream)
         self.level = log.level
-        log.setLevel(logging.INFO)
+        log.setLevel(LOG_LEVELS[level])
         for h in self.handlers:
             log.addHandler(h)
         self.file: Optional[Path] = None
@@ -248,13 +249,14 @@ class _Unlearner(Unlearner):
 
 # ---- the run ---------------------------------------------------------------------------------------------------
 
-def run_defense(cfg: SAUConfig, *, progress: bool = True) -> DefenseOutcome:
+def run_defense(cfg: SAUConfig, *, progress: bool = True, log_level: str = "info") -> DefenseOutcome:
     """Run SAU on ``<cfg.record_dir>/<cfg.result_file>`` and write BackdoorBench's outputs.
 
     Every input is read and checked before the output folder is created; errors are
     :class:`~sau_plugin.errors.SAUError` subclasses with a one-line message.
+    ``log_level`` ``debug`` adds shared PGD's per-batch diagnostics to the log.
     """
-    session = _LogSession(console=progress)
+    session = _LogSession(console=progress, level=log_level)
     try:
         return _run(cfg, progress, session)
     finally:
@@ -443,6 +445,7 @@ class sau:  # noqa: N801 - BackdoorBench names a defense class after its script
         self.args = args
         self.cfg = config_from_args(args)
         self.progress = not getattr(args, "no_progress", False)
+        self.log_level = getattr(args, "log_level", None) or "info"
         self.outcome: Optional[DefenseOutcome] = None
         if self.cfg.result_file:
             self.set_result(self.cfg.result_file)
@@ -461,7 +464,7 @@ class sau:  # noqa: N801 - BackdoorBench names a defense class after its script
         """Logging is set up by the run (log/<timestamp>.log, and stderr when progress is on)."""
 
     def mitigation(self) -> dict:
-        self.outcome = run_defense(self.cfg, progress=self.progress)
+        self.outcome = run_defense(self.cfg, progress=self.progress, log_level=self.log_level)
         return {"model": self.outcome.model}
 
     def defense(self, result_file: str) -> dict:
@@ -525,7 +528,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--beta_2", type=float, help="weight of L_share")
     a("--trigger_norm", type=float, help="perturbation bound")
     a("--pgd_init", type=str, help="zero, random, max or min")
-    a("--norm_type", type=str, help="L_inf, L2 or L1")
+    a("--norm_type", type=str, help="L_inf, L2, L1 or Reg (no projection)")
     a("--adv_lr", type=float, help="PGD step size")
     a("--adv_steps", type=int, help="PGD steps")
     a("--train_mode", action="store_true", default=None, help="BatchNorm in train mode during the outer step")
@@ -545,6 +548,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--cpu_heap_reuse", type=_bool, help="CPU: keep freed activation memory in the heap "
                    "instead of page-faulting it anew every batch (glibc; default true; no effect on results)")
     g.add_argument("--no_progress", action="store_true", help="no progress bars or log lines on stderr")
+    g.add_argument("--log_level", choices=tuple(LOG_LEVELS), default="info",
+                   help="debug adds shared PGD's per-batch diagnostics (fooled / shared counts, losses, eps norms)")
 
 
 def config_from_args(args: argparse.Namespace) -> SAUConfig:
@@ -559,7 +564,7 @@ def config_from_args(args: argparse.Namespace) -> SAUConfig:
 
 
 def _cli(args: argparse.Namespace) -> int:
-    outcome = run_defense(config_from_args(args), progress=not args.no_progress)
+    outcome = run_defense(config_from_args(args), progress=not args.no_progress, log_level=args.log_level)
     b, a = outcome.before, outcome.after
     print(f"no defense: ACC {100 * b['test_acc']:.2f} ASR {100 * b['test_asr']:.2f} R-ACC {100 * b['test_ra']:.2f}")
     print(f"{args.defense_name or 'sau'}: ACC {100 * a['test_acc']:.2f} ASR {100 * a['test_asr']:.2f} "
