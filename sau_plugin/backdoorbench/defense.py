@@ -3,9 +3,9 @@
 Reads ``<record_dir>/<result_file>/attack_result.pt`` safely, rebuilds the clean subset
 and the test sets as tensors, runs the core's :class:`~sau_plugin.core.Unlearner`, and
 writes BackdoorBench's outputs to ``<record_dir>/<result_file>/defense/<defense_name>/``:
-``defense_result.pt``, ``<name>_df.csv`` (row ``epoch = -1`` is the model before
-unlearning, then one row per epoch 0, 1, ...), ``<name>_df_summary.csv``, the two
-plots, ``sau_result.json``, ``log/<timestamp>.log``, ``log/index.txt`` and
+``defense_result.pt``, ``<name>_df.csv`` (one row per epoch 0, 1, ..., as BackdoorBench's
+sau.py), ``<name>_df_summary.csv``, the two plots, ``sau_result.json`` (with the no-defense
+figures), ``log/<timestamp>.log``, ``log/index.txt`` and
 ``checkpoint/last.pt`` (rewritten atomically after every epoch; ``--resume`` continues
 from it bit for bit). ``defense_result.pt`` is written last, so a failed run leaves none.
 """
@@ -40,8 +40,8 @@ from ..models import create_model, infer_model_kwargs, load_weights
 from . import checkpoint
 from .loaders import LoadedData, eval_tensors, load_data
 from .record import AttackRecord, read_attack_result, rename_by_position
-from .results import (INITIAL_EPOCH, metrics_frame, plot_metrics, read_attack_summary,
-                      summary_frame, write_csv, write_defense_result, write_json)
+from .results import (LOSS_COLUMNS, metrics_frame, plot_metrics, read_attack_summary, summary_frame, write_csv,
+                      write_defense_result, write_json)
 from .transforms import normalization, normalize, normalized_batches, stack_images
 
 log = logging.getLogger("sau_plugin")
@@ -356,7 +356,7 @@ def _run(cfg: SAUConfig, progress: bool, session: _LogSession) -> DefenseOutcome
         if cfg.resume:
             log.info("--resume: no checkpoint at %s, starting from the beginning", ckpt)
         t = time.perf_counter()
-        initial = {"epoch": INITIAL_EPOCH, **evaluate(unlearner.model)}
+        initial = evaluate(unlearner.model)  # no defense: in sau_result.json, not in <name>_df.csv
         timings["initial_eval"] = time.perf_counter() - t
     log.info("no defense: %s", _figures(initial))
 
@@ -368,9 +368,8 @@ def _run(cfg: SAUConfig, progress: bool, session: _LogSession) -> DefenseOutcome
         spent["unlearn"] += row.get("time_unlearn_s", 0.0)
         spent["eval"] += row.get("time_eval_s", 0.0)
         checkpoint.save(ckpt, u, initial, inp.indices, cfg)
-        rows = [initial, *u.history]
-        write_csv(metrics_frame(rows), paths.out / f"{name}_df.csv")
-        plot_metrics(rows, paths.out, name)
+        write_csv(metrics_frame(u.history), paths.out / f"{name}_df.csv")
+        plot_metrics(u.history, paths.out, name)
         spent["write"] += time.perf_counter() - t0
         log.info("epoch %d/%d: %s, train loss %.4f", u.epoch, cfg.n_rounds, _figures(row), row.get("train_loss", math.nan))
 
@@ -389,27 +388,33 @@ def _run(cfg: SAUConfig, progress: bool, session: _LogSession) -> DefenseOutcome
 
 def _write_final(cfg: SAUConfig, paths: _Paths, inp: _Inputs, unlearner: Unlearner, initial: dict,
                  timings: Dict[str, float], t_start: float, files: List[Path], device: torch.device) -> DefenseOutcome:
-    """csv, summary, plots and sau_result.json; defense_result.pt last, so a failed run leaves none."""
+    """csv, summary, plots and sau_result.json; defense_result.pt last, so a failed run leaves none.
+
+    With no epoch run (``n_rounds: 0``) there is no row to write: no csv, summary or plot
+    (BackdoorBench's sau.py writes no ``sau_df.csv`` either); ``final`` = ``no_defense``.
+    """
     t = time.perf_counter()
     name, rec = cfg.defense_name, inp.record
-    rows = [initial, *unlearner.history]
-    df = metrics_frame(rows)
-    df_path, summary_path = paths.out / f"{name}_df.csv", paths.out / f"{name}_df_summary.csv"
-    write_csv(df, df_path)
-    write_csv(summary_frame(df), summary_path)
-    plots = plot_metrics(rows, paths.out, name)
-    before, after = _figures(initial), _figures(rows[-1])
+    rows = unlearner.history
+    written: List[Path] = []
+    if rows:
+        df = metrics_frame(rows)
+        df_path, summary_path = paths.out / f"{name}_df.csv", paths.out / f"{name}_df_summary.csv"
+        write_csv(df, df_path)
+        write_csv(summary_frame(df), summary_path)
+        written = [df_path, summary_path, *plot_metrics(rows, paths.out, name)]
+    before, after = _figures(initial), _figures(rows[-1] if rows else initial)
     der_pct = der(before["test_acc"], before["test_asr"], after["test_acc"], after["test_asr"])
     result_path, defense_path = paths.out / "sau_result.json", paths.out / "defense_result.pt"
-    files = [df_path, summary_path, *plots, result_path, defense_path, *files]
+    files = [*written, result_path, defense_path, *files]
     timings["write"] += time.perf_counter() - t
     timings["total"] = time.perf_counter() - t_start
     write_json(result_path, {
         "defense": name, "variant": cfg.variant, "attack": cfg.result_file, "attack_dir": str(paths.attack_dir),
         "model_name": rec.model_name, "num_classes": rec.num_classes, "dataset": rec.clean_data,
-        "no_defense": before, "final": after, "der": der_pct, "epochs_run": unlearner.epoch,
-        "n_clean": len(inp.indices), "n_test": len(inp.data.clean_test), "n_bd_test": len(inp.data.bd_test),
-        "initial_epoch_label": INITIAL_EPOCH, "loader": inp.data.loader, "device": str(device),
+        "no_defense": before, "no_defense_losses": {k: float(initial[k]) for k in LOSS_COLUMNS}, "final": after,
+        "der": der_pct, "epochs_run": unlearner.epoch, "n_clean": len(inp.indices), "n_test": len(inp.data.clean_test),
+        "n_bd_test": len(inp.data.bd_test), "loader": inp.data.loader, "device": str(device),
         "precision": unlearner.precision.note, "allocator": unlearner.allocator_note, "timings_s": timings,
         "versions": _versions(),
         "attack_summary": read_attack_summary(paths.attack_dir / "attack_df_summary.csv"),
