@@ -40,7 +40,9 @@ VARIANTS = {
     "c+b": ("pgd", "sar"),
 }
 VARIANT_ALIASES = {"a+b": "sau", "c+d": "at", "vanilla_at": "at", "finetune": "ft", "fine-tuning": "ft"}
-LR_SCHEDULERS = ("CosineAnnealingLR", "StepLR", "MultiStepLR", "none")
+# BackdoorBench's names (argparser_opt_scheduler) and none; the reference accepts them all and steps none.
+LR_SCHEDULERS = ("CosineAnnealingLR", "StepLR", "MultiStepLR", "CyclicLR", "ReduceLROnPlateau", "none")
+EPOCH_SCHEDULERS = ("CosineAnnealingLR", "StepLR", "MultiStepLR")  # those lr_scheduler_stepping epoch can step
 # When the lr_scheduler steps: never (the reference: lr stays constant) or once per epoch.
 LR_SCHEDULER_STEPPINGS = ("never", "epoch")
 OPTIMIZERS = ("adam", "sgd")
@@ -264,8 +266,9 @@ def _validate(c: SAUConfig) -> None:
     _check(c.lr_scheduler_stepping in LR_SCHEDULER_STEPPINGS,
            f"lr_scheduler_stepping must be one of {', '.join(LR_SCHEDULER_STEPPINGS)}; got {c.lr_scheduler_stepping!r}")
     if c.lr_scheduler_stepping == "epoch":  # the schedule's settings matter only when it is stepped
-        _check(c.lr_scheduler != "none", "lr_scheduler_stepping epoch steps the lr_scheduler, but lr_scheduler is "
-               "none; name a schedule (CosineAnnealingLR, StepLR, MultiStepLR) or use lr_scheduler_stepping never")
+        _check(c.lr_scheduler in EPOCH_SCHEDULERS, f"lr_scheduler_stepping epoch steps the lr_scheduler once per "
+               f"epoch, which {c.lr_scheduler} is not made for; use {', '.join(EPOCH_SCHEDULERS)} or "
+               f"lr_scheduler_stepping never")
         if c.lr_scheduler == "StepLR":
             _check(c.steplr_stepsize is not None and c.steplr_stepsize >= 1 and c.steplr_gamma is not None,
                    "lr_scheduler StepLR needs steplr_stepsize >= 1 and steplr_gamma")

@@ -35,7 +35,9 @@ def test_defaults_are_backdoorbench_config_yaml():
         ({"lr": float("nan")}, "lr must be a finite number"),
         ({"amp": "maybe"}, "amp must be true or false"),
         ({"lr_scheduler_stepping": "batch"}, "lr_scheduler_stepping must be one of never, epoch; got 'batch'"),
-        ({"lr_scheduler_stepping": "epoch", "lr_scheduler": "none"}, "but lr_scheduler is none"),
+        ({"lr_scheduler_stepping": "epoch", "lr_scheduler": "none"}, "which none is not made for"),
+        ({"lr_scheduler_stepping": "epoch", "lr_scheduler": "ReduceLROnPlateau"}, "which ReduceLROnPlateau is not made for"),
+        ({"lr_scheduler": "Cosine"}, "lr_scheduler must be one of CosineAnnealingLR, StepLR, MultiStepLR, CyclicLR"),
         ({"lr_scheduler_stepping": "epoch", "lr_scheduler": "StepLR"}, "StepLR needs steplr_stepsize"),
     ],
 )
@@ -99,6 +101,8 @@ def test_defense_name_refuses_paths(name):
 def test_step_schedule_settings_are_needed_only_when_the_schedule_steps():
     # The reference accepts --lr_scheduler StepLR without its settings (it never steps it); so does the plugin.
     assert SAUConfig(lr_scheduler="StepLR").lr_scheduler_stepping == "never"
+    for name in ("CyclicLR", "ReduceLROnPlateau"):  # BackdoorBench's other names: accepted, never stepped
+        assert SAUConfig(lr_scheduler=name).lr_scheduler == name
     assert SAUConfig.from_mapping({"lr_scheduler_stepping": "Epoch"}).lr_scheduler_stepping == "epoch"
 
 

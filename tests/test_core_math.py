@@ -153,6 +153,22 @@ def test_shared_pgd_stops_early_when_every_sample_is_shared():
     assert res.steps == 1
 
 
+def test_the_update_at_the_stopping_step_is_a_no_op():
+    # Every sample shared: both masked terms are empty, so d loss / d eps is exactly zero and
+    # the reference's last update (before its break) leaves eps as it was.
+    x = torch.full((4, 1, 4, 4), 0.4, dtype=torch.float64)
+    m = _MeanPixel(0.5).double()
+    eps = torch.full_like(x, 0.2, requires_grad=True)
+    logits = m(x + eps)
+    clean = torch.zeros(4, dtype=torch.long)
+    obj = shared_objective(logits, m(x + eps), clean, clean, clean, beta_1=0.01, beta_2=1.0)
+    assert bool(obj.shared.all())
+    (grad,) = torch.autograd.grad(obj.loss, eps)
+    assert torch.equal(grad, torch.zeros_like(grad))
+    res = SharedPGD(m, m, steps=5, bound=0.2, step_size=0.2, init="max")(x, clean)
+    assert res.steps == 1 and torch.equal(res.pert, torch.full_like(x, 0.2))
+
+
 def test_shared_pgd_runs_all_steps_when_not_shared_and_stays_in_the_ball():
     x = torch.full((4, 1, 4, 4), 0.4)
     y = torch.zeros(4, dtype=torch.long)

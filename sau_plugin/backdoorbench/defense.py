@@ -509,8 +509,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--batch_size", type=int)
     a("--num_workers", type=float, help="accepted for compatibility")
     a("--lr", type=float)
-    a("--lr_scheduler", type=str, help="CosineAnnealingLR, StepLR, MultiStepLR or none; as in the reference, "
-      "not stepped (constant lr) unless --lr_scheduler_stepping epoch")
+    a("--lr_scheduler", type=str, help="CosineAnnealingLR, StepLR, MultiStepLR, CyclicLR, ReduceLROnPlateau or none; "
+      "as in the reference, never stepped (constant lr) unless --lr_scheduler_stepping epoch")
     a("--steplr_stepsize", type=int)
     a("--steplr_gamma", type=float)
     a("--steplr_milestones", type=int, nargs="+")
