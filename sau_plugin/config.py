@@ -10,10 +10,11 @@ Two reference quirks are made explicit here rather than copied silently:
 * The reference loops ``n_rounds`` epochs and ignores ``epochs``; so does the
   plugin (``epochs`` is kept for compatibility). The command line maps an explicit
   ``--epochs`` to ``n_rounds`` when ``--n_rounds`` is not given.
-* The reference builds a CosineAnnealingLR scheduler (T_max=100) but never steps
-  it, so its learning rate stays at ``lr``. The plugin steps the schedule once per
-  epoch over ``n_rounds`` epochs (T_max = ``cos_t_max`` or ``n_rounds``), as the
-  paper describes; ``lr_scheduler: none`` reproduces the reference's constant rate.
+* The reference builds the optimizer's ``lr_scheduler`` (CosineAnnealingLR in every
+  BackdoorBench YAML) but never steps it, so its learning rate stays at ``lr``. The
+  plugin does the same by default: ``lr_scheduler`` is accepted with BackdoorBench's
+  values and has no effect unless ``lr_scheduler_stepping: epoch`` asks for the
+  schedule to be stepped once per epoch (cosine: T_max = ``cos_t_max`` or ``n_rounds``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any, Mapping, Optional, Tuple
 
 from .errors import ConfigError
 
-NORM_TYPES = ("L_inf", "L2", "L1")
+NORM_TYPES = ("L_inf", "L2", "L1", "Reg")  # Reg: no projection, as in the reference
 PGD_INITS = ("max", "min", "zero", "random")
 # variant name -> (inner maximisation, outer minimisation); SAU_SPEC 2.3 / paper Table 5.
 VARIANTS = {
@@ -39,7 +40,11 @@ VARIANTS = {
     "c+b": ("pgd", "sar"),
 }
 VARIANT_ALIASES = {"a+b": "sau", "c+d": "at", "vanilla_at": "at", "finetune": "ft", "fine-tuning": "ft"}
-LR_SCHEDULERS = ("CosineAnnealingLR", "StepLR", "MultiStepLR", "none")
+# BackdoorBench's names (argparser_opt_scheduler) and none; the reference accepts them all and steps none.
+LR_SCHEDULERS = ("CosineAnnealingLR", "StepLR", "MultiStepLR", "CyclicLR", "ReduceLROnPlateau", "none")
+EPOCH_SCHEDULERS = ("CosineAnnealingLR", "StepLR", "MultiStepLR")  # those lr_scheduler_stepping epoch can step
+# When the lr_scheduler steps: never (the reference: lr stays constant) or once per epoch.
+LR_SCHEDULER_STEPPINGS = ("never", "epoch")
 OPTIMIZERS = ("adam", "sgd")
 LOADERS = ("auto", "backdoorbench", "standalone")
 
@@ -50,7 +55,7 @@ class SAUConfig:
 
     # --- BackdoorBench: run environment -------------------------------------------
     device: str = "cuda"
-    amp: bool = True
+    amp: bool = False  # BackdoorBench: True, which the reference ignores; bf16 is opt-in (README: Configuration)
     pin_memory: bool = True
     non_blocking: bool = True
     prefetch: bool = False
@@ -72,6 +77,7 @@ class SAUConfig:
     steplr_gamma: Optional[float] = None
     steplr_milestones: Optional[Tuple[int, ...]] = None
     cos_t_max: Optional[int] = None
+    lr_scheduler_stepping: str = "never"  # plugin: "epoch" steps lr_scheduler; the reference never does
     client_optimizer: str = "adam"
     sgd_momentum: float = 0.9
     wd: float = 0.0
@@ -219,7 +225,7 @@ def _coerce(key: str, value: Any) -> Any:
     if key == "variant" and isinstance(value, str):
         low = value.strip().lower()
         return VARIANT_ALIASES.get(low, low)
-    if key == "client_optimizer" and isinstance(value, str):
+    if key in ("client_optimizer", "lr_scheduler_stepping") and isinstance(value, str):
         return value.lower()
     if key == "lr_scheduler" and isinstance(value, str) and value.lower() in ("none", "constant", "null"):
         return "none"
@@ -257,12 +263,18 @@ def _validate(c: SAUConfig) -> None:
     _check(isinstance(c.num_workers, int) and c.num_workers >= 0, f"num_workers must be an integer >= 0; got {c.num_workers!r}")
     _check(c.variant in VARIANTS, f"variant must be one of {', '.join(VARIANTS)}; got {c.variant!r}")
     _check(c.lr_scheduler in LR_SCHEDULERS, f"lr_scheduler must be one of {', '.join(LR_SCHEDULERS)}; got {c.lr_scheduler!r}")
-    if c.lr_scheduler == "StepLR":
-        _check(c.steplr_stepsize is not None and c.steplr_stepsize >= 1 and c.steplr_gamma is not None,
-               "lr_scheduler StepLR needs steplr_stepsize >= 1 and steplr_gamma")
-    if c.lr_scheduler == "MultiStepLR":
-        _check(bool(c.steplr_milestones) and c.steplr_gamma is not None,
-               "lr_scheduler MultiStepLR needs steplr_milestones and steplr_gamma")
+    _check(c.lr_scheduler_stepping in LR_SCHEDULER_STEPPINGS,
+           f"lr_scheduler_stepping must be one of {', '.join(LR_SCHEDULER_STEPPINGS)}; got {c.lr_scheduler_stepping!r}")
+    if c.lr_scheduler_stepping == "epoch":  # the schedule's settings matter only when it is stepped
+        _check(c.lr_scheduler in EPOCH_SCHEDULERS, f"lr_scheduler_stepping epoch steps the lr_scheduler once per "
+               f"epoch, which {c.lr_scheduler} is not made for; use {', '.join(EPOCH_SCHEDULERS)} or "
+               f"lr_scheduler_stepping never")
+        if c.lr_scheduler == "StepLR":
+            _check(c.steplr_stepsize is not None and c.steplr_stepsize >= 1 and c.steplr_gamma is not None,
+                   "lr_scheduler StepLR needs steplr_stepsize >= 1 and steplr_gamma")
+        if c.lr_scheduler == "MultiStepLR":
+            _check(bool(c.steplr_milestones) and c.steplr_gamma is not None,
+                   "lr_scheduler MultiStepLR needs steplr_milestones and steplr_gamma")
     _check(c.client_optimizer in OPTIMIZERS, f"client_optimizer must be one of {', '.join(OPTIMIZERS)}; got {c.client_optimizer!r}")
     _check(len(c.adam_betas) == 2 and all(0 <= b < 1 for b in c.adam_betas),
            f"adam_betas must be two numbers in [0, 1); got {c.adam_betas!r}")

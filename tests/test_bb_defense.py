@@ -21,7 +21,7 @@ from csvutil import read_csv_exact
 from sau_plugin.backdoorbench.datasets import load_split
 from sau_plugin.backdoorbench.defense import sau
 from sau_plugin.backdoorbench.install import MARKER
-from sau_plugin.backdoorbench.results import DF_COLUMNS, INITIAL_EPOCH, SUMMARY_ROWS
+from sau_plugin.backdoorbench.results import DF_COLUMNS, LOSS_COLUMNS, SUMMARY_ROWS
 from sau_plugin.cli import main
 from sau_plugin.compat import load_weights_only
 from sau_plugin.metrics import der
@@ -36,7 +36,8 @@ def check_outputs(out: Path, name: str, n_rounds: int, n_train: int, ratio: floa
     for f in ("defense_result.pt", f"{name}_df.csv", f"{name}_df_summary.csv", "sau_result.json",
               "log/index.txt", "checkpoint/last.pt"):
         assert (out / f).is_file(), f
-    assert len(list((out / "log").glob("*.log"))) >= 1
+    logs = list((out / "log").glob("*.log"))
+    assert len(logs) >= 1 and all("shared PGD:" not in f.read_text() for f in logs)  # debug lines: --log_level debug
     for png in (f"{name}_acc_like_metric_plots.png", f"{name}_loss_metric_plots.png"):
         with Image.open(out / png) as im:
             assert im.format == "PNG" and im.size == (1280, 960)
@@ -45,16 +46,19 @@ def check_outputs(out: Path, name: str, n_rounds: int, n_train: int, ratio: floa
     header = (out / f"{name}_df.csv").read_text().splitlines()[0]
     assert header == "," + ",".join(DF_COLUMNS)  # unnamed index column, then BackdoorBench's columns
     df = read_csv_exact(out / f"{name}_df.csv", index_col=0)
-    assert df["epoch"].tolist() == [INITIAL_EPOCH, *range(n_rounds)] and df.index.tolist() == list(range(n_rounds + 1))
+    # BackdoorBench's sau_df.csv: one row per epoch 0 .. n_rounds - 1, nothing else
+    assert df["epoch"].tolist() == list(range(n_rounds)) and df.index.tolist() == list(range(n_rounds))
     summary = read_csv_exact(out / f"{name}_df_summary.csv", index_col=0)
     assert summary.index.tolist() == SUMMARY_ROWS and summary.columns.tolist() == DF_COLUMNS
     assert float(summary.loc["last", "test_asr"]) == df["test_asr"].iloc[-1]
-    assert float(summary.loc["valid_max", "test_acc"]) == df["test_acc"].max()
+    assert float(summary.loc["valid_max", "test_acc"]) == df["test_acc"].max()  # over the epochs only
+    assert float(summary.loc["valid_max", "test_asr"]) == df["test_asr"].max()
     assert summary.loc["exist_nan_value"].astype(str).tolist() == ["False"] * len(DF_COLUMNS)
 
     result = json.loads((out / "sau_result.json").read_text())
-    first, last = df.iloc[0], df.iloc[-1]
-    assert result["no_defense"] == {k: first[k] for k in FIGURES} and result["final"] == {k: last[k] for k in FIGURES}
+    first, last = result["no_defense"], df.iloc[-1]  # the no-defense figures live in sau_result.json only
+    assert set(first) == set(FIGURES) and set(result["no_defense_losses"]) == set(LOSS_COLUMNS)
+    assert result["final"] == {k: last[k] for k in FIGURES}
     assert result["der"] == pytest.approx(der(first["test_acc"], first["test_asr"], last["test_acc"], last["test_asr"]))
     assert set(result["timings_s"]) >= {"load", "clean_subset", "initial_eval", "unlearn", "eval", "write", "total"}
     assert result["allocator"].startswith("glibc heap reuse") or not sys.platform.startswith("linux")  # CPU default
@@ -127,9 +131,9 @@ def test_epochs_flag_sets_n_rounds_unless_given(tmp_path):
     attack, _ = bb.make_record(tmp_path, "cifar10")
     args = [a for a in bb.cli_args(tmp_path) if a not in ("--n_rounds", "1")]
     assert main(args + ["--epochs", "2"]) == 0
-    assert pd.read_csv(attack / "defense" / "sau" / "sau_df.csv")["epoch"].tolist() == [-1, 0, 1]
+    assert pd.read_csv(attack / "defense" / "sau" / "sau_df.csv")["epoch"].tolist() == [0, 1]
     assert main(args + ["--epochs", "5", "--n_rounds", "1", "--defense_name", "b"]) == 0
-    assert pd.read_csv(attack / "defense" / "b" / "b_df.csv")["epoch"].tolist() == [-1, 0]
+    assert pd.read_csv(attack / "defense" / "b" / "b_df.csv")["epoch"].tolist() == [0]
 
 
 FAKE_LOADER = '''
@@ -249,6 +253,20 @@ def test_no_defense_figures_follow_their_definitions(tmp_path, constant):
         "test_acc": float((labels == constant).mean()), "test_asr": float(constant == bb.TARGET),
         "test_ra": float((poisoned == constant).mean())}
     assert info["der"] == 50.0  # nothing changed: (0 - 0 + 1) / 2
+    out = attack / "defense" / "sau"  # no epoch, no row: BackdoorBench's sau.py writes no sau_df.csv either
+    assert not (out / "sau_df.csv").exists() and not (out / "sau_df_summary.csv").exists()
+    assert (out / "defense_result.pt").is_file() and info["epochs_run"] == 0
+
+
+def test_log_level_debug_logs_shared_pgd_diagnostics_per_batch(tmp_path):
+    attack, _ = bb.make_record(tmp_path, "cifar10")
+    assert main(bb.cli_args(tmp_path, "cifar10", "--log_level", "debug", "--norm_type", "Reg")) == 0
+    (log_file,) = (attack / "defense" / "sau" / "log").glob("*.log")
+    lines = [line for line in log_file.read_text().splitlines() if "shared PGD:" in line]
+    assert len(lines) == 2  # 30 clean samples, batch 16, one epoch
+    assert all("[DEBUG   ] [sau_plugin.core.pgd]" in line and "fooled h " in line and "eps norm" in line for line in lines)
+    info = json.loads((attack / "defense" / "sau" / "sau_result.json").read_text())
+    assert info["config"]["norm_type"] == "Reg"
 
 
 @pytest.mark.parametrize("variant, stored", [("ft", "ft"), ("c+d", "at")])

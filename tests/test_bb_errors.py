@@ -46,7 +46,7 @@ CASES = {
     "ratio selects no sample": (lambda t, a: ["--ratio", "0.001"], r"ratio 0.001 of 60 clean training samples selects no sample", errors.DatasetError),
     "index out of range": (lambda t, a: (t / "idx.txt").write_text("1\n60\n") and ["--index", str(t / "idx.txt")],
                            r"index file .* outside \[0, 60\)", errors.DatasetError),
-    "unknown norm type": (lambda t, a: ["--norm_type", "L3"], r"norm_type must be one of L_inf, L2, L1; got 'L3'", errors.ConfigError),
+    "unknown norm type": (lambda t, a: ["--norm_type", "L3"], r"norm_type must be one of L_inf, L2, L1, Reg; got 'L3'", errors.ConfigError),
     "unknown init type": (lambda t, a: ["--pgd_init", "gauss"], r"pgd_init must be one of .*got 'gauss'", errors.ConfigError),
     "cuda not available": (lambda t, a: ["--device", "cuda"], r"CUDA is not available.*pass --device cpu", errors.DeviceError),
     "output not writable": (lambda t, a: (a / "defense").write_text("a file where a folder should be") and [],

@@ -1,5 +1,6 @@
 """Unit tests of the SAU math on hand-built inputs (perturbation sets, masks, losses, DER)."""
 
+import logging
 import math
 
 import pytest
@@ -88,8 +89,9 @@ def test_shared_objective_masks_each_term():
     logits_ref = torch.tensor([[3.0, 1.0, 0.0], [0.0, 1.0, 6.0]])
     labels = torch.tensor([0, 0])
     clean = torch.tensor([0, 0])
-    loss, shared = shared_objective(logits, logits_ref, labels, clean, clean, beta_1=0.01, beta_2=1.0)
-    assert shared.tolist() == [False, True]
+    obj = shared_objective(logits, logits_ref, labels, clean, clean, beta_1=0.01, beta_2=1.0)
+    loss, shared = obj.loss, obj.shared
+    assert shared.tolist() == [False, True] and obj.fooled.tolist() == obj.fooled_ref.tolist() == [False, True]
     ce0 = F.cross_entropy(logits[:1], labels[:1]) + F.cross_entropy(logits_ref[:1], labels[:1])
     expected = 0.01 * (-ce0 / 4) + js_divergence(logits[:1], logits_ref[:1]).sum() / 2
     assert torch.allclose(loss, expected)
@@ -151,6 +153,22 @@ def test_shared_pgd_stops_early_when_every_sample_is_shared():
     assert res.steps == 1
 
 
+def test_the_update_at_the_stopping_step_is_a_no_op():
+    # Every sample shared: both masked terms are empty, so d loss / d eps is exactly zero and
+    # the reference's last update (before its break) leaves eps as it was.
+    x = torch.full((4, 1, 4, 4), 0.4, dtype=torch.float64)
+    m = _MeanPixel(0.5).double()
+    eps = torch.full_like(x, 0.2, requires_grad=True)
+    logits = m(x + eps)
+    clean = torch.zeros(4, dtype=torch.long)
+    obj = shared_objective(logits, m(x + eps), clean, clean, clean, beta_1=0.01, beta_2=1.0)
+    assert bool(obj.shared.all())
+    (grad,) = torch.autograd.grad(obj.loss, eps)
+    assert torch.equal(grad, torch.zeros_like(grad))
+    res = SharedPGD(m, m, steps=5, bound=0.2, step_size=0.2, init="max")(x, clean)
+    assert res.steps == 1 and torch.equal(res.pert, torch.full_like(x, 0.2))
+
+
 def test_shared_pgd_runs_all_steps_when_not_shared_and_stays_in_the_ball():
     x = torch.full((4, 1, 4, 4), 0.4)
     y = torch.zeros(4, dtype=torch.long)
@@ -159,6 +177,38 @@ def test_shared_pgd_runs_all_steps_when_not_shared_and_stays_in_the_ball():
     assert res.steps == 5
     assert res.pert.abs().max() <= 0.2 + 1e-7
     assert not res.pert.requires_grad and not res.x_adv.requires_grad
+
+
+def test_reg_norm_is_unconstrained_as_in_the_reference():
+    pert = torch.randn(4, 3, 4, 4) * 10
+    assert torch.equal(project(pert, "Reg", 0.2), pert)
+    assert torch.all(init_perturbation(torch.zeros(2, 3, 4, 4), "max", "Reg", 0.2) == 0.2)
+    x = torch.full((2, 1, 4, 4), 0.4, dtype=torch.float64)
+    # two unfoolable models that agree: only the CE terms push, always upwards (float64: no underflow)
+    res = SharedPGD(_MeanPixel(5.0).double(), _MeanPixel(5.0).double(), steps=3, bound=0.2, step_size=0.2, norm="Reg")(
+        x, torch.zeros(2, dtype=torch.long))
+    assert res.steps == 3 and torch.allclose(res.pert, torch.full_like(x, 0.8))  # 0.2 + 3 steps of 0.2, no clamp
+
+
+def test_pgd_diagnostics_are_logged_at_debug_only(caplog, monkeypatch):
+    import sau_plugin.core.pgd as pgd_mod
+
+    x = torch.stack([torch.full((1, 4, 4), 0.4), torch.full((1, 4, 4), 0.1)])  # +0.2 fools both only on sample 0
+    y = torch.zeros(2, dtype=torch.long)
+    attack = SharedPGD(_MeanPixel(0.5), _MeanPixel(0.5), steps=2, bound=0.2, step_size=0.2, init="max")
+    calls = []
+    real = pgd_mod.pgd_diagnostics
+    monkeypatch.setattr(pgd_mod, "pgd_diagnostics", lambda *a: calls.append(a) or real(*a))
+    with caplog.at_level(logging.INFO, logger="sau_plugin.core.pgd"):
+        attack(x, y)
+    assert calls == [] and caplog.records == []  # the default path computes nothing for them
+    with caplog.at_level(logging.DEBUG, logger="sau_plugin.core.pgd"):
+        attack(x, y)
+    (record,) = caplog.records
+    assert record.levelno == logging.DEBUG
+    msg = record.getMessage()
+    assert "2 step(s), batch 2; fooled h 1, h_bd 1, both 1, shared 1;" in msg
+    assert "eps norm (mean) L1 3.2000, L2 0.8000, Linf 0.2000" in msg  # 16 pixels of 0.2 per sample
 
 
 def test_pgd_gradient_does_not_touch_parameters():

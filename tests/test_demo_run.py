@@ -27,6 +27,7 @@ def test_demo_config_is_the_yaml_pointed_at_the_record(tmp_path):
     assert cfg.result_file == "badnet_demo" and cfg.record_dir == str(tmp_path / "record")
     assert cfg.dataset == "mnist" and cfg.device == "cpu" and cfg.n_rounds == 3 and cfg.overwrite
     assert cfg.yaml_path == str(DEMO_YAML) and not cfg.amp and cfg.num_workers == 0
+    assert cfg.lr_scheduler_stepping == "epoch"  # the demo opts in to the stepped cosine schedule, explicitly
     assert sau_config(tmp_path / "r" / "x", device="cpu").n_rounds == 20  # the YAML's
 
 

@@ -34,6 +34,18 @@ def test_no_defense_uses_last_row_not_valid_max(tree):
     assert run.figures.source == "badnet/attack_df_summary.csv, row last"
 
 
+def test_no_defense_falls_back_to_the_plugins_sau_result_json(tree):
+    (tree.root / "badnet" / "attack_df_summary.csv").unlink()
+    tree.sau("badnet", *FIGS, json_only=True)  # sau_result.json: no_defense 0.9 / 0.9 / 0.1
+    run = read_no_defense(tree.root / "badnet")
+    assert figures(run) == (0.9, 0.9, 0.1)
+    assert run.figures.source == "badnet/defense/sau/sau_result.json, key no_defense"
+    assert "as the plugin measured them before unlearning" in run.notes[0]
+    (tree.root / "badnet" / "defense" / "sau" / "sau_result.json").write_text("{}")  # no figures anywhere
+    gone = read_no_defense(tree.root / "badnet")
+    assert not gone.found and "no attack_df_summary.csv" in gone.notes[0]
+
+
 @pytest.mark.parametrize("kind,file,row", [
     ("anp", "anp_df_summary.csv", "0"),  # a one-row per-step table despite its name
     ("fp", "finetune_df_summary.csv", "last"),  # after fine-tuning, not the pruning log

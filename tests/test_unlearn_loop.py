@@ -49,7 +49,8 @@ def test_fixed_seed_is_deterministic_on_cpu():
 
 
 def test_resume_from_state_dict_is_bitwise_identical():
-    cfg = _cfg(n_rounds=4, pgd_init="random")  # random init exercises the generator state too
+    # random init exercises the generator state too; the stepped schedule, the scheduler state
+    cfg = _cfg(n_rounds=4, pgd_init="random", lr_scheduler_stepping="epoch")
     straight = _run(cfg)
     first = _run(cfg, epochs=2)
     state = copy.deepcopy(first.state_dict())
@@ -104,11 +105,18 @@ def test_variants_pick_their_inner_and_outer_problems(variant, attack_cls, has_s
     assert ("train_pgd_steps" in row) == (variant != "ft")
 
 
-def test_cosine_schedule_steps_per_epoch_and_none_keeps_lr():
-    cos = _run(_cfg(n_rounds=2, lr_scheduler="CosineAnnealingLR"))
-    assert math.isclose(cos.optimizer.param_groups[0]["lr"], 0.0, abs_tol=1e-12)  # T_max = n_rounds
-    const = _run(_cfg(n_rounds=2, lr_scheduler="none"))
-    assert const.optimizer.param_groups[0]["lr"] == 1e-3
+def test_lr_is_constant_by_default_and_the_schedule_steps_only_when_asked():
+    # The reference builds CosineAnnealingLR and never steps it: constant lr, whatever lr_scheduler says.
+    for sched in ("CosineAnnealingLR", "StepLR", "MultiStepLR", "none"):
+        u = _run(_cfg(n_rounds=2, lr_scheduler=sched))
+        assert u.scheduler is None and u.optimizer.param_groups[0]["lr"] == 1e-3, sched
+    cos = _run(_cfg(n_rounds=2, lr_scheduler_stepping="epoch"))  # cosine, T_max = n_rounds
+    assert math.isclose(cos.optimizer.param_groups[0]["lr"], 0.0, abs_tol=1e-12)
+    half = _run(_cfg(n_rounds=4, lr_scheduler_stepping="epoch"), epochs=2)
+    assert math.isclose(half.optimizer.param_groups[0]["lr"], 0.5e-3, rel_tol=1e-9)
+    step = _run(_cfg(n_rounds=2, lr_scheduler="StepLR", steplr_stepsize=1, steplr_gamma=0.5,
+                     lr_scheduler_stepping="epoch"))
+    assert math.isclose(step.optimizer.param_groups[0]["lr"], 0.25e-3, rel_tol=1e-9)
 
 
 def test_non_finite_loss_stops_with_the_epoch_named():

@@ -3,9 +3,9 @@
 Reads ``<record_dir>/<result_file>/attack_result.pt`` safely, rebuilds the clean subset
 and the test sets as tensors, runs the core's :class:`~sau_plugin.core.Unlearner`, and
 writes BackdoorBench's outputs to ``<record_dir>/<result_file>/defense/<defense_name>/``:
-``defense_result.pt``, ``<name>_df.csv`` (row ``epoch = -1`` is the model before
-unlearning, then one row per epoch 0, 1, ...), ``<name>_df_summary.csv``, the two
-plots, ``sau_result.json``, ``log/<timestamp>.log``, ``log/index.txt`` and
+``defense_result.pt``, ``<name>_df.csv`` (one row per epoch 0, 1, ..., as BackdoorBench's
+sau.py), ``<name>_df_summary.csv``, the two plots, ``sau_result.json`` (with the no-defense
+figures), ``log/<timestamp>.log``, ``log/index.txt`` and
 ``checkpoint/last.pt`` (rewritten atomically after every epoch; ``--resume`` continues
 from it bit for bit). ``defense_result.pt`` is written last, so a failed run leaves none.
 """
@@ -32,7 +32,7 @@ import torch.nn as nn
 
 from .. import __version__
 from ..compat import require_compile
-from ..config import LOADERS, SAUConfig, VARIANTS, load_yaml_mapping
+from ..config import LOADERS, LR_SCHEDULER_STEPPINGS, SAUConfig, VARIANTS, load_yaml_mapping
 from ..core import Unlearner
 from ..errors import ConfigError, DatasetError, DeviceError, OutputError
 from ..fileio import atomic_write_text
@@ -41,11 +41,12 @@ from ..models import create_model, infer_model_kwargs, load_weights
 from . import checkpoint
 from .loaders import LoadedData, eval_tensors, load_data
 from .record import AttackRecord, read_attack_result, rename_by_position
-from .results import (INITIAL_EPOCH, metrics_frame, plot_metrics, read_attack_summary,
-                      summary_frame, write_csv, write_defense_result, write_json)
+from .results import (LOSS_COLUMNS, metrics_frame, plot_metrics, read_attack_summary, summary_frame, write_csv,
+                      write_defense_result, write_json)
 from .transforms import normalization, normalize, normalized_batches, stack_images
 
 log = logging.getLogger("sau_plugin")
+LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
 
 # Test hook: "EPOCH:BATCH:MARKER" stops after that batch (1-based), writes MARKER and waits to be killed.
 STALL_ENV = "SAU_PLUGIN_TEST_STALL_AT"
@@ -184,7 +185,7 @@ class _LogSession:
 
     FORMAT = logging.Formatter("%(asctime)s [%(levelname)-8s] [%(name)s] %(message)s", "%Y-%m-%d:%H:%M:%S")
 
-    def __init__(self, console: bool):
+    def __init__(self, console: bool, level: str = "info"):
         self.buffer = logging.handlers.MemoryHandler(capacity=1 << 20, flushLevel=logging.CRITICAL + 1)
         self.handlers: List[logging.Handler] = [self.buffer]
         if console:
@@ -192,7 +193,7 @@ class _LogSession:
             stream.setFormatter(self.FORMAT)
             self.handlers.append(stream)
         self.level = log.level
-        log.setLevel(logging.INFO)
+        log.setLevel(LOG_LEVELS[level])
         for h in self.handlers:
             log.addHandler(h)
         self.file: Optional[Path] = None
@@ -253,14 +254,16 @@ class _Unlearner(Unlearner):
 
 # ---- the run ---------------------------------------------------------------------------------------------------
 
-def run_defense(cfg: SAUConfig, *, progress: bool = True, record: Optional[AttackRecord] = None) -> DefenseOutcome:
+def run_defense(cfg: SAUConfig, *, progress: bool = True, log_level: str = "info",
+                record: Optional[AttackRecord] = None) -> DefenseOutcome:
     """Run SAU on ``<cfg.record_dir>/<cfg.result_file>`` and write BackdoorBench's outputs.
 
     Every input is read and checked before the output folder is created; errors are
-    :class:`~sau_plugin.errors.SAUError` subclasses with a one-line message. ``record``:
+    :class:`~sau_plugin.errors.SAUError` subclasses with a one-line message.
+    ``log_level`` ``debug`` adds shared PGD's per-batch diagnostics to the log. ``record``:
     that folder's attack result when the caller has read it already.
     """
-    session = _LogSession(console=progress)
+    session = _LogSession(console=progress, level=log_level)
     try:
         return _run(cfg, progress, session, record)
     finally:
@@ -364,7 +367,7 @@ def _run(cfg: SAUConfig, progress: bool, session: _LogSession, record: Optional[
         if cfg.resume:
             log.info("--resume: no checkpoint at %s, starting from the beginning", ckpt)
         t = time.perf_counter()
-        initial = {"epoch": INITIAL_EPOCH, **evaluate(unlearner.model)}
+        initial = evaluate(unlearner.model)  # no defense: in sau_result.json, not in <name>_df.csv
         timings["initial_eval"] = time.perf_counter() - t
     log.info("no defense: %s", _figures(initial))
 
@@ -376,9 +379,8 @@ def _run(cfg: SAUConfig, progress: bool, session: _LogSession, record: Optional[
         spent["unlearn"] += row.get("time_unlearn_s", 0.0)
         spent["eval"] += row.get("time_eval_s", 0.0)
         checkpoint.save(ckpt, u, initial, inp.indices, cfg)
-        rows = [initial, *u.history]
-        write_csv(metrics_frame(rows), paths.out / f"{name}_df.csv")
-        plot_metrics(rows, paths.out, name)
+        write_csv(metrics_frame(u.history), paths.out / f"{name}_df.csv")
+        plot_metrics(u.history, paths.out, name)
         spent["write"] += time.perf_counter() - t0
         log.info("epoch %d/%d: %s, train loss %.4f", u.epoch, cfg.n_rounds, _figures(row), row.get("train_loss", math.nan))
 
@@ -397,27 +399,33 @@ def _run(cfg: SAUConfig, progress: bool, session: _LogSession, record: Optional[
 
 def _write_final(cfg: SAUConfig, paths: _Paths, inp: _Inputs, unlearner: Unlearner, initial: dict,
                  timings: Dict[str, float], t_start: float, files: List[Path], device: torch.device) -> DefenseOutcome:
-    """csv, summary, plots and sau_result.json; defense_result.pt last, so a failed run leaves none."""
+    """csv, summary, plots and sau_result.json; defense_result.pt last, so a failed run leaves none.
+
+    With no epoch run (``n_rounds: 0``) there is no row to write: no csv, summary or plot
+    (BackdoorBench's sau.py writes no ``sau_df.csv`` either); ``final`` = ``no_defense``.
+    """
     t = time.perf_counter()
     name, rec = cfg.defense_name, inp.record
-    rows = [initial, *unlearner.history]
-    df = metrics_frame(rows)
-    df_path, summary_path = paths.out / f"{name}_df.csv", paths.out / f"{name}_df_summary.csv"
-    write_csv(df, df_path)
-    write_csv(summary_frame(df), summary_path)
-    plots = plot_metrics(rows, paths.out, name)
-    before, after = _figures(initial), _figures(rows[-1])
+    rows = unlearner.history
+    written: List[Path] = []
+    if rows:
+        df = metrics_frame(rows)
+        df_path, summary_path = paths.out / f"{name}_df.csv", paths.out / f"{name}_df_summary.csv"
+        write_csv(df, df_path)
+        write_csv(summary_frame(df), summary_path)
+        written = [df_path, summary_path, *plot_metrics(rows, paths.out, name)]
+    before, after = _figures(initial), _figures(rows[-1] if rows else initial)
     der_pct = der(before["test_acc"], before["test_asr"], after["test_acc"], after["test_asr"])
     result_path, defense_path = paths.out / "sau_result.json", paths.out / "defense_result.pt"
-    files = [df_path, summary_path, *plots, result_path, defense_path, *files]
+    files = [*written, result_path, defense_path, *files]
     timings["write"] += time.perf_counter() - t
     timings["total"] = time.perf_counter() - t_start
     write_json(result_path, {
         "defense": name, "variant": cfg.variant, "attack": cfg.result_file, "attack_dir": str(paths.attack_dir),
         "model_name": rec.model_name, "num_classes": rec.num_classes, "dataset": rec.clean_data,
-        "no_defense": before, "final": after, "der": der_pct, "epochs_run": unlearner.epoch,
-        "n_clean": len(inp.indices), "n_test": len(inp.data.clean_test), "n_bd_test": len(inp.data.bd_test),
-        "initial_epoch_label": INITIAL_EPOCH, "loader": inp.data.loader, "device": str(device),
+        "no_defense": before, "no_defense_losses": {k: float(initial[k]) for k in LOSS_COLUMNS}, "final": after,
+        "der": der_pct, "epochs_run": unlearner.epoch, "n_clean": len(inp.indices), "n_test": len(inp.data.clean_test),
+        "n_bd_test": len(inp.data.bd_test), "loader": inp.data.loader, "device": str(device),
         "precision": unlearner.precision.note, "allocator": unlearner.allocator_note, "timings_s": timings,
         "versions": _versions(),
         "attack_summary": read_attack_summary(paths.attack_dir / "attack_df_summary.csv"),
@@ -453,6 +461,7 @@ class sau:  # noqa: N801 - BackdoorBench names a defense class after its script
         self.args = args
         self.cfg = config_from_args(args)
         self.progress = not getattr(args, "no_progress", False)
+        self.log_level = getattr(args, "log_level", None) or "info"
         self.outcome: Optional[DefenseOutcome] = None
         if self.cfg.result_file:
             self.set_result(self.cfg.result_file)
@@ -472,7 +481,7 @@ class sau:  # noqa: N801 - BackdoorBench names a defense class after its script
 
     def mitigation(self) -> dict:
         self.cfg, record = dataset_from_record(self.args, self.cfg)
-        self.outcome = run_defense(self.cfg, progress=self.progress, record=record)
+        self.outcome = run_defense(self.cfg, progress=self.progress, log_level=self.log_level, record=record)
         return {"model": self.outcome.model}
 
     def defense(self, result_file: str) -> dict:
@@ -513,7 +522,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--batch_size", type=int)
     a("--num_workers", type=float, help="accepted for compatibility")
     a("--lr", type=float)
-    a("--lr_scheduler", type=str, help="CosineAnnealingLR, StepLR, MultiStepLR or none (the reference's constant rate)")
+    a("--lr_scheduler", type=str, help="CosineAnnealingLR, StepLR, MultiStepLR, CyclicLR, ReduceLROnPlateau or none; "
+      "as in the reference, never stepped (constant lr) unless --lr_scheduler_stepping epoch")
     a("--steplr_stepsize", type=int)
     a("--steplr_gamma", type=float)
     a("--steplr_milestones", type=int, nargs="+")
@@ -537,7 +547,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--beta_2", type=float, help="weight of L_share")
     a("--trigger_norm", type=float, help="perturbation bound")
     a("--pgd_init", type=str, help="zero, random, max or min")
-    a("--norm_type", type=str, help="L_inf, L2 or L1")
+    a("--norm_type", type=str, help="L_inf, L2, L1 or Reg (no projection)")
     a("--adv_lr", type=float, help="PGD step size")
     a("--adv_steps", type=int, help="PGD steps")
     a("--train_mode", action="store_true", default=None, help="BatchNorm in train mode during the outer step")
@@ -550,10 +560,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="load attack_result.pt with weights_only=False (runs any code in it)")
     g.add_argument("--resume", action="store_true", default=None, help="continue from checkpoint/last.pt")
     g.add_argument("--overwrite", action="store_true", default=None, help="replace an existing defense output")
+    g.add_argument("--lr_scheduler_stepping", type=str, choices=LR_SCHEDULER_STEPPINGS,
+                   help="never (default, as the reference: constant lr) or epoch (step --lr_scheduler once per epoch; "
+                        "cosine over n_rounds)")
     g.add_argument("--compile", action="store_true", default=None, help="torch.compile the models")
     g.add_argument("--cpu_heap_reuse", type=_bool, help="CPU: keep freed activation memory in the heap "
                    "instead of page-faulting it anew every batch (glibc; default true; no effect on results)")
     g.add_argument("--no_progress", action="store_true", help="no progress bars or log lines on stderr")
+    g.add_argument("--log_level", choices=tuple(LOG_LEVELS), default="info",
+                   help="debug adds shared PGD's per-batch diagnostics (fooled / shared counts, losses, eps norms)")
 
 
 def config_from_args(args: argparse.Namespace, dataset: Optional[str] = None) -> SAUConfig:
@@ -593,7 +608,7 @@ def dataset_from_record(args: argparse.Namespace, cfg: SAUConfig) -> Tuple[SAUCo
 
 def _cli(args: argparse.Namespace) -> int:
     cfg, record = dataset_from_record(args, config_from_args(args))
-    outcome = run_defense(cfg, progress=not args.no_progress, record=record)
+    outcome = run_defense(cfg, progress=not args.no_progress, log_level=args.log_level, record=record)
     b, a = outcome.before, outcome.after
     print(f"no defense: ACC {100 * b['test_acc']:.2f} ASR {100 * b['test_asr']:.2f} R-ACC {100 * b['test_ra']:.2f}")
     print(f"{args.defense_name or 'sau'}: ACC {100 * a['test_acc']:.2f} ASR {100 * a['test_asr']:.2f} "

@@ -1,11 +1,12 @@
 """Writers of BackdoorBench's standard defense outputs (SAU_SPEC 4.1), all atomic.
 
 ``<name>_df.csv`` is what BackdoorBench's ``Metric_Aggregator.to_dataframe().to_csv``
-writes: an unnamed index column, then ``epoch`` and the six metrics, NaN written as
-``nan_value``. The plugin adds one row before the epochs, the no-defense state,
-labelled ``epoch = -1`` (:data:`INITIAL_EPOCH`); epochs then count 0, 1, ... as in the
-reference. ``<name>_df_summary.csv`` has rows ``last``, ``valid_max``,
-``exist_nan_value`` per column (BackdoorBench's ``last_and_valid_max``).
+writes in ``defense/sau.py``: an unnamed index column, then ``epoch`` and the six
+metrics, one row per unlearning epoch 0 .. n_rounds - 1 and nothing else, NaN written as
+``nan_value``. ``<name>_df_summary.csv`` has rows ``last``, ``valid_max``,
+``exist_nan_value`` per column over those rows (BackdoorBench's ``last_and_valid_max``).
+The model before unlearning has no row: its figures are in ``sau_result.json``
+(``no_defense``).
 """
 
 from __future__ import annotations
@@ -20,11 +21,10 @@ import torch
 
 from ..fileio import atomic_path, atomic_save, atomic_write_text
 
-METRIC_COLUMNS = ["clean_test_loss_avg_over_batch", "bd_test_loss_avg_over_batch", "ra_test_loss_avg_over_batch",
-                  "test_acc", "test_asr", "test_ra"]
+LOSS_COLUMNS = ["clean_test_loss_avg_over_batch", "bd_test_loss_avg_over_batch", "ra_test_loss_avg_over_batch"]
+METRIC_COLUMNS = LOSS_COLUMNS + ["test_acc", "test_asr", "test_ra"]
 DF_COLUMNS = ["epoch"] + METRIC_COLUMNS
 SUMMARY_ROWS = ["last", "valid_max", "exist_nan_value"]
-INITIAL_EPOCH = -1  # the row of the backdoored model before unlearning
 
 
 def _cell(v):
@@ -32,7 +32,9 @@ def _cell(v):
 
 
 def metrics_frame(rows: Sequence[Mapping[str, float]]) -> pd.DataFrame:
-    """One row per entry of ``rows`` with BackdoorBench's columns (extra keys dropped)."""
+    """One row per epoch in ``rows`` with BackdoorBench's columns (extra keys dropped), in
+    ``Metric_Aggregator.to_dataframe``'s types: object columns holding int epochs and float
+    metrics."""
     records = [{"epoch": int(r["epoch"]), **{c: _cell(float(r[c])) for c in METRIC_COLUMNS}} for r in rows]
     return pd.DataFrame(records, columns=DF_COLUMNS, dtype=object)
 
@@ -74,7 +76,7 @@ def plot_metrics(rows: Sequence[Mapping[str, float]], out_dir: Path, name: str) 
         ax = fig.add_subplot(111)
         for i, (label, key) in enumerate(series.items()):
             ax.plot(x, [float(r[key]) for r in rows], marker=i % 11, linewidth=2, label=label)
-        ax.set_xlabel(f"epoch ({INITIAL_EPOCH} = before unlearning)")
+        ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
         ax.set_title("Results")
         ax.grid()

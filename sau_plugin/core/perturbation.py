@@ -39,17 +39,20 @@ def project(pert: torch.Tensor, norm: str, bound: float) -> torch.Tensor:
 
     L_inf clamps element-wise; L2 / L1 rescale a sample whose norm exceeds ``bound``
     onto the sphere (the reference's rescaling, without its Python loop) and leave
-    samples already inside unchanged.
+    samples already inside unchanged. ``Reg`` is the reference's unconstrained option:
+    no projection (``bound`` only sets the 'max' / 'min' initial value).
     """
     if norm == "L_inf":
         return pert.clamp(-bound, bound)
+    if norm == "Reg":
+        return pert
     flat = pert.flatten(1)
     if norm == "L2":
         size = flat.norm(p=2, dim=1)
     elif norm == "L1":
         size = flat.abs().sum(dim=1)
     else:
-        raise ValueError(f"unknown norm {norm!r}; expected L_inf, L2 or L1")
+        raise ValueError(f"unknown norm {norm!r}; expected L_inf, L2, L1 or Reg")
     scale = torch.where(size > bound, bound / size.clamp_min(1e-12), torch.ones_like(size))
     return pert * scale.view(-1, *([1] * (pert.dim() - 1)))
 

@@ -6,6 +6,7 @@ Variant A of the paper's ablation is :class:`SharedPGD`; variant C is :class:`PG
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import Iterator, NamedTuple, Optional, Sequence
 
 import torch
@@ -15,6 +16,8 @@ import torch.nn.functional as F
 from .losses import js_divergence, masked_sum
 from .perturbation import PixelSpace, init_perturbation, project
 from .precision import Precision, upcast
+
+log = logging.getLogger(__name__)  # DEBUG: per-batch shared PGD diagnostics (pgd_diagnostics)
 
 
 class PGDResult(NamedTuple):
@@ -35,6 +38,15 @@ def shared_masks(pred: torch.Tensor, pred_ref: torch.Tensor, clean_pred: torch.T
     return fooled, fooled_ref, fooled & fooled_ref & (pred == pred_ref)
 
 
+class SharedObjective(NamedTuple):
+    loss: torch.Tensor  # beta_1 * loss_adv + beta_2 * loss_share, the quantity descended
+    shared: torch.Tensor  # per-sample masks of this step (see shared_masks)
+    fooled: torch.Tensor
+    fooled_ref: torch.Tensor
+    loss_adv: torch.Tensor  # -L_adv, masked
+    loss_share: torch.Tensor  # JS = -L_share, masked
+
+
 def shared_objective(
     logits: torch.Tensor,
     logits_ref: torch.Tensor,
@@ -43,11 +55,11 @@ def shared_objective(
     clean_pred_ref: torch.Tensor,
     beta_1: float,
     beta_2: float,
-):
+) -> SharedObjective:
     """The quantity shared PGD descends: beta_1 * (-L_adv) + beta_2 * (-L_share), masked.
 
-    Returns ``(loss, shared_mask)``. eq. (10) L_adv: CE of each model, only on samples it
-    is not fooled on yet, / 2B. eq. (11) L_share = -JS: JS only on samples not yet shared, / B.
+    eq. (10) L_adv: CE of each model, only on samples it is not fooled on yet, / 2B.
+    eq. (11) L_share = -JS: JS only on samples not yet shared, / B.
     """
     n = logits.shape[0]
     fooled, fooled_ref, shared = shared_masks(logits.argmax(1), logits_ref.argmax(1), clean_pred, clean_pred_ref)
@@ -56,7 +68,19 @@ def shared_objective(
         + masked_sum(F.cross_entropy(logits_ref, labels, reduction="none"), ~fooled_ref)
     ) / (2 * n)
     loss_share = masked_sum(js_divergence(logits, logits_ref), ~shared) / n
-    return beta_1 * loss_adv + beta_2 * loss_share, shared
+    return SharedObjective(beta_1 * loss_adv + beta_2 * loss_share, shared, fooled, fooled_ref, loss_adv, loss_share)
+
+
+def pgd_diagnostics(obj: SharedObjective, pert: torch.Tensor, steps: int) -> str:
+    """The reference's verbose summary of one shared PGD run (masks and losses of the last
+    step, norms of the final perturbation, averaged over the batch). Syncs with the device."""
+    flat = pert.detach().flatten(1)
+    common = obj.fooled & obj.fooled_ref
+    return (f"shared PGD: {steps} step(s), batch {flat.shape[0]}; fooled h {int(obj.fooled.sum())}, "
+            f"h_bd {int(obj.fooled_ref.sum())}, both {int(common.sum())}, shared {int(obj.shared.sum())}; "
+            f"loss adv {obj.loss_adv.item():.4f}, share {obj.loss_share.item():.4f}, total {obj.loss.item():.4f}; "
+            f"eps norm (mean) L1 {float(flat.abs().sum(1).mean()):.4f}, L2 {float(flat.norm(dim=1).mean()):.4f}, "
+            f"Linf {float(flat.abs().amax(1).mean()):.4f}")
 
 
 @contextlib.contextmanager
@@ -129,7 +153,7 @@ class SharedPGD(_PGDBase):
         beta_1 (float): weight of L_adv. Default: 0.01.
         beta_2 (float): weight of L_share. Default: 1.
         bound (float): radius of S (``trigger_norm``). Default: 0.2.
-        norm (str): 'L_inf', 'L2' or 'L1'. Default: 'L_inf'.
+        norm (str): 'L_inf', 'L2', 'L1' or 'Reg' (no projection). Default: 'L_inf'.
         step_size (float): PGD step (``adv_lr``). Default: 0.2.
         steps (int): PGD steps (``adv_steps``). Default: 5.
         init (str): 'max', 'min', 'zero' or 'random'. Default: 'max'.
@@ -137,6 +161,9 @@ class SharedPGD(_PGDBase):
 
     Shape:
         images: (N, C, H, W) normalised; labels: (N,). Returns a :class:`PGDResult`.
+
+    With the ``sau_plugin.core.pgd`` logger at DEBUG, each call logs the reference's
+    verbose summary (fooled / both fooled / shared counts, loss terms, eps norms).
 
     Examples::
         >>> attack = SharedPGD(model, backdoored, mean=(0.4914, 0.4822, 0.4465), std=(0.247, 0.243, 0.261))
@@ -171,11 +198,13 @@ class SharedPGD(_PGDBase):
                 x_adv = self.space.perturb(x01, pert)
                 with self.precision.autocast():
                     logits, logits_ref = upcast(self.model(x_adv)), upcast(self.model_ref(x_adv))
-                loss, shared = shared_objective(logits, logits_ref, labels, clean_pred, clean_pred_ref,
-                                                self.beta_1, self.beta_2)
-                pert = self._step(pert.detach(), self._grad(loss, pert))
-                if bool(shared.all()):
+                obj = shared_objective(logits, logits_ref, labels, clean_pred, clean_pred_ref,
+                                       self.beta_1, self.beta_2)
+                pert = self._step(pert.detach(), self._grad(obj.loss, pert))
+                if bool(obj.shared.all()):  # after the update, as the reference
                     break
+        if steps and log.isEnabledFor(logging.DEBUG):  # off by default: the summary syncs with the device
+            log.debug(pgd_diagnostics(obj, pert, steps))
         return PGDResult(pert.detach(), self.space.perturb(x01, pert).detach(), steps)
 
 

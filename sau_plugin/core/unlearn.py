@@ -47,7 +47,13 @@ def make_optimizer(model: nn.Module, cfg: "SAUConfig") -> torch.optim.Optimizer:
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: "SAUConfig"):
-    """Stepped once per epoch; ``none`` keeps the rate constant (what the reference ends up doing)."""
+    """The schedule stepped once per epoch, or None (constant rate).
+
+    None unless ``lr_scheduler_stepping`` is ``epoch``: the reference builds its
+    scheduler but never steps it, so its learning rate stays at ``lr``.
+    """
+    if cfg.lr_scheduler_stepping != "epoch":
+        return None
     if cfg.lr_scheduler == "CosineAnnealingLR":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.cos_t_max or cfg.n_rounds))
     if cfg.lr_scheduler == "StepLR":

@@ -19,7 +19,9 @@ NaN metrics are stored as the string ``nan_value`` (trainer_cls.py:56-63); they 
 read as NaN and shown as NaN, never replaced by another row.
 
 No defense
-    ``record/<attack>/attack_df_summary.csv``, row ``last``. Written by
+    ``record/<attack>/attack_df_summary.csv``, row ``last``; when the attack wrote none,
+    key ``no_defense`` of a plugin run's ``defense/<name>/sau_result.json`` (measured on the
+    same test sets before unlearning). Written by
     ``agg_save_summary`` (trainer_cls.py:1326-1327) with ``save_prefix='attack'``
     (attack/badnet.py:244; blended, sig, lf and ssba subclass BadNet), and directly
     by attack/inputaware.py:601 and attack/wanet.py:480.
@@ -281,10 +283,23 @@ def _read_one(path: Path, label: str) -> Run:
 
 
 def read_no_defense(attack_dir: Path) -> Run:
+    """The attack's own ``attack_df_summary.csv`` (row ``last``); without it, the figures the
+    plugin measured before unlearning (``defense/<name>/sau_result.json``, key ``no_defense``;
+    the plugin's ``<name>_df.csv``, like BackdoorBench's, has no row for them)."""
     path = attack_dir / "attack_df_summary.csv"
-    if not path.is_file():
-        return missing(f"{attack_dir.name}: no attack_df_summary.csv (attack not run or not finished)")
-    return _read_one(path, f"{attack_dir.name}/attack_df_summary.csv")
+    if path.is_file():
+        return _read_one(path, f"{attack_dir.name}/attack_df_summary.csv")
+    for result in sorted((attack_dir / "defense").glob("*/sau_result.json")):
+        label = f"{attack_dir.name}/defense/{result.parent.name}/sau_result.json"
+        try:
+            data = json.loads(result.read_text(encoding="utf-8"))
+            figures = figures_from_row(data["no_defense"], f"{label}, key no_defense")
+        except (OSError, ValueError, KeyError, TypeError, RecordError):
+            continue  # another plugin run may have it
+        return Run(figures, (f"{attack_dir.name}: no attack_df_summary.csv; No Defense figures as the plugin "
+                             f"measured them before unlearning ({label})",))
+    return missing(f"{attack_dir.name}: no attack_df_summary.csv (attack not run or not finished) and no plugin "
+                   f"sau_result.json with no_defense figures")
 
 
 # ---------------------------------------------------------------------------------------------------------
