@@ -1,8 +1,9 @@
 """``<name>_df.csv`` and ``<name>_df_summary.csv`` byte for byte as BackdoorBench's defense/sau.py
 writes them (``Metric_Aggregator`` of utils/trainer_cls.py at commit f02e353).
 
-The expected texts are the files that code wrote for the same per-epoch values, in its
-pinned environment (Python 3.8, pandas 1.3.1, NumPy 1.21): an unnamed index column, one
+The expected texts are files BackdoorBench wrote, in its pinned environment (Python 3.8,
+pandas 1.3.1, NumPy 1.21): its ``Metric_Aggregator`` fed the values below, and a real run
+of its defense/sau.py. Their layout: an unnamed index column, one
 row per epoch 0 .. N-1 and nothing else, floats in shortest round-trip form, NaN as the
 string ``nan_value``; the summary's ``last`` / ``valid_max`` / ``exist_nan_value`` over
 those rows only (an int ``epoch`` stays an int in both rows).
@@ -40,6 +41,21 @@ valid_max,1,0.75,1.5,0.5,0.625,0.25,0.875
 exist_nan_value,False,True,False,False,False,False,False
 """
 
+# What BackdoorBench's own defense/sau.py wrote (its pinned environment, CPU, n_rounds 2) on a
+# BadNets record made by its own attack: the plugin's writer must give the same bytes for
+# these per-epoch values.
+BB_RUN = [(1.1258922815322876, 6.205444693565369, 0.7158088088035583, 0.648, 0.0, 0.7622222222222222),
+          (1.991236299276352, 8.463515758514404, 1.4139631688594818, 0.485, 0.0, 0.5533333333333333)]
+BB_RUN_DF = HEADER + """\
+0,0,1.1258922815322876,6.205444693565369,0.7158088088035583,0.648,0.0,0.7622222222222222
+1,1,1.991236299276352,8.463515758514404,1.4139631688594818,0.485,0.0,0.5533333333333333
+"""
+BB_RUN_SUMMARY = HEADER + """\
+last,1,1.991236299276352,8.463515758514404,1.4139631688594818,0.485,0.0,0.5533333333333333
+valid_max,1,1.991236299276352,8.463515758514404,1.4139631688594818,0.648,0.0,0.7622222222222222
+exist_nan_value,False,False,False,False,False,False,False
+"""
+
 
 def _history(values):
     # what Unlearner.fit returns: float epochs, extra training keys that must not reach the CSV
@@ -50,7 +66,8 @@ def _history(values):
 @pytest.mark.parametrize("values, df_text, summary_text", [
     (THREE_EPOCHS, THREE_EPOCHS_DF, THREE_EPOCHS_SUMMARY),
     (NAN_EPOCHS, NAN_EPOCHS_DF, NAN_EPOCHS_SUMMARY),
-], ids=["three-epochs", "nan-epoch"])
+    (BB_RUN, BB_RUN_DF, BB_RUN_SUMMARY),
+], ids=["three-epochs", "nan-epoch", "backdoorbench-sau-run"])
 def test_csvs_equal_backdoorbenchs_bytes(tmp_path, values, df_text, summary_text):
     df = metrics_frame(_history(values))
     write_csv(df, tmp_path / "sau_df.csv")
