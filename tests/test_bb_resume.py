@@ -120,3 +120,31 @@ def test_a_damaged_checkpoint_is_refused_then_overwrite_starts_over(uninterrupte
     sd, df = _final(attack, name)
     assert all(torch.equal(sd_full[k], sd[k]) for k in sd_full)
     pd.testing.assert_frame_equal(df_full, df)
+
+
+def test_resume_after_moving_the_record_folder_and_flipping_cpu_heap_reuse(uninterrupted, tmp_path):
+    # Neither the record folder's location nor the allocator changes the numbers, so neither blocks --resume.
+    import shutil
+
+    base, attack = uninterrupted
+    name = "moved"
+    _kill_at(base, name, 2, 1)  # leaves the checkpoint of epoch 1
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(base, moved)
+    shutil.rmtree(attack / "defense" / name)  # the original is gone: only the moved copy can be resumed
+    _run(moved, name, "--resume", "--cpu_heap_reuse", "False")
+    sd_full, df_full = _final(attack, "full")
+    sd, df = _final(moved / "record" / attack.name, name)
+    assert all(torch.equal(sd_full[k], sd[k]) for k in sd_full)  # bitwise
+    pd.testing.assert_frame_equal(df_full, df)
+
+
+def test_resume_refuses_a_change_that_moves_the_numbers_in_one_line(uninterrupted, capsys):
+    from sau_plugin.cli import main
+
+    base, attack = uninterrupted
+    args = bb.cli_args(base, "cifar10", "--n_rounds", str(N_ROUNDS), "--batch_size", "10", "--defense_name", "full",
+                       "--resume", "--trigger_norm", "0.1", "--cpu_heap_reuse", "False")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "written with other settings (trigger_norm: 0.2 -> 0.1)" in err and err.count("\n") == 1

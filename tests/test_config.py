@@ -114,16 +114,58 @@ def test_shipped_backdoorbench_yamls_run_the_references_constant_lr(name):
 
     import torch
 
-    from sau_plugin.backdoorbench.defense import add_arguments, config_dir, config_from_args
+    from sau_plugin.config.cli import add_arguments, config_from_args
+    from sau_plugin.config.files import shipped_config
     from sau_plugin.core import make_optimizer, make_scheduler
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    cfg = config_from_args(parser.parse_args(["--yaml_path", str(config_dir() / f"{name}.yaml")]))
+    cfg = config_from_args(parser.parse_args(["--yaml_path", str(shipped_config(f"{name}.yaml"))]))
     assert cfg.lr_scheduler == "CosineAnnealingLR" and cfg.lr_scheduler_stepping == "never"
     assert cfg.amp is False  # the reference's fp32; bf16 is the opt-in --amp True
     assert make_scheduler(make_optimizer(torch.nn.Linear(2, 2), cfg), cfg) is None
-    flagged = config_from_args(parser.parse_args(["--yaml_path", str(config_dir() / f"{name}.yaml"),
+    flagged = config_from_args(parser.parse_args(["--yaml_path", str(shipped_config(f"{name}.yaml")),
                                                   "--lr_scheduler_stepping", "epoch"]))
     sched = make_scheduler(make_optimizer(torch.nn.Linear(2, 2), flagged), flagged)
     assert isinstance(sched, torch.optim.lr_scheduler.CosineAnnealingLR) and sched.T_max == flagged.n_rounds
+
+
+def test_the_resume_fingerprint_holds_exactly_the_settings_that_change_the_numbers():
+    # An explicit list: a new setting must be decided here (does it change the numbers?).
+    assert set(SAUConfig().fingerprint()) == {
+        "amp", "batch_size", "lr", "lr_scheduler", "steplr_stepsize", "steplr_gamma", "steplr_milestones", "cos_t_max",
+        "lr_scheduler_stepping", "client_optimizer", "sgd_momentum", "wd", "adam_betas", "random_seed", "n_rounds",
+        "outer_steps", "lmd_1", "lmd_2", "lmd_3", "beta_1", "beta_2", "trigger_norm", "pgd_init", "norm_type",
+        "adv_lr", "adv_steps", "train_mode", "variant", "amsgrad", "dataset", "ratio"}
+
+
+def test_method_config_is_the_method_kind_settings_and_is_validated_alike():
+    from dataclasses import fields
+
+    from sau_plugin.config import MethodConfig
+    from sau_plugin.config.schema import METHOD, setting_of
+
+    assert [f.name for f in fields(MethodConfig)] == [f.name for f in fields(SAUConfig) if setting_of(f).kind == METHOD]
+    assert all(setting_of(f).affects for f in fields(MethodConfig))
+    m = SAUConfig(lr=0.5, variant="A+D").method()
+    assert (m.lr, m.variant, m.inner, m.outer) == (0.5, "a+d", "shared", "at")
+    assert "device" not in m.to_dict() and "record_dir" not in m.to_dict()
+    with pytest.raises(ConfigError, match="trigger_norm"):
+        MethodConfig(trigger_norm=0)
+
+
+def test_a_variant_alias_is_accepted_as_a_keyword_too():
+    assert SAUConfig(variant="A+B").variant == "sau" and SAUConfig(variant="C+D").variant == "at"
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("adam_betas", "ab", "adam_betas must be a list of floats"),
+    ("steplr_milestones", ["x"], "steplr_milestones must be a list of ints"),
+    ("amp", "perhaps", "amp must be true or false"),
+    ("lr", "fast", "lr must be a number"),
+    ("n_rounds", True, "n_rounds must be an integer"),
+    ("model", 3, "model must be text"),
+])
+def test_yaml_values_are_coerced_by_their_declared_type_or_refused(key, value, message):
+    with pytest.raises(ConfigError, match=message):
+        SAUConfig.from_mapping({key: value})

@@ -22,14 +22,6 @@ from ..fileio import atomic_save
 from .record import safe_torch_load
 
 FORMAT = "sau_plugin.checkpoint/1"
-# Keys that do not change the numbers, so a run may be resumed with other values.
-RUN_ONLY_KEYS = {"device", "pin_memory", "non_blocking", "prefetch", "num_workers", "checkpoint_load",
-                 "checkpoint_save", "log", "yaml_path", "loader", "trust_pickle", "resume", "overwrite",
-                 "epochs", "frequency_save", "dataset_path"}
-
-
-def fingerprint(cfg: SAUConfig) -> dict:
-    return {k: v for k, v in cfg.to_dict().items() if k not in RUN_ONLY_KEYS}
 
 
 def save(path: Path, unlearner: Unlearner, initial: dict, indices: np.ndarray, cfg: SAUConfig) -> None:
@@ -38,7 +30,7 @@ def save(path: Path, unlearner: Unlearner, initial: dict, indices: np.ndarray, c
         "unlearner": unlearner.state_dict(),
         "initial": dict(initial),
         "indices": torch.from_numpy(np.asarray(indices, dtype=np.int64)),
-        "fingerprint": fingerprint(cfg),
+        "fingerprint": cfg.fingerprint(),
         "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
     }
@@ -51,8 +43,11 @@ def read(path: Path, cfg: SAUConfig, indices: np.ndarray) -> dict:
                             fix="it cannot be resumed from; pass --overwrite instead of --resume to start over")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise RecordError(f"checkpoint {str(path)!r} is not a sau_plugin checkpoint; pass --overwrite to start over")
-    saved, now = state.get("fingerprint", {}), fingerprint(cfg)
-    diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    # Only the settings that change the numbers count (SAUConfig.fingerprint): a moved record folder or
+    # another allocator setting resumes. Keys an older checkpoint saved beyond those are ignored.
+    saved, now = state.get("fingerprint", {}), cfg.fingerprint()
+    default = SAUConfig().fingerprint()
+    diff = sorted(k for k in now if saved.get(k, default[k]) != now[k])
     if diff:
         changes = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in diff[:6])
         raise ConfigError(f"checkpoint {str(path)!r} was written with other settings ({changes}); resume with the "

@@ -32,7 +32,8 @@ import torch.nn as nn
 
 from .. import __version__
 from ..compat import require_compile
-from ..config import LOADERS, LR_SCHEDULER_STEPPINGS, SAUConfig, VARIANTS, load_yaml_mapping
+from ..config import SAUConfig, load_yaml_mapping
+from ..config.cli import add_arguments, config_from_args
 from ..core import Unlearner
 from ..errors import ConfigError, DatasetError, DeviceError, OutputError
 from ..fileio import atomic_write_text
@@ -46,7 +47,7 @@ from .results import (LOSS_COLUMNS, metrics_frame, plot_metrics, read_attack_sum
 from .transforms import normalization, normalize, normalized_batches, stack_images
 
 log = logging.getLogger("sau_plugin")
-LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}  # config.cli.LOG_LEVELS
 
 # Test hook: "EPOCH:BATCH:MARKER" stops after that batch (1-based), writes MARKER and waits to be killed.
 STALL_ENV = "SAU_PLUGIN_TEST_STALL_AT"
@@ -162,19 +163,6 @@ def _make_dirs(paths: _Paths, cfg: SAUConfig) -> None:
         for f in stale:
             f.unlink(missing_ok=True)
 
-
-
-# datasets whose YAML ships with the plugin (BackdoorBench's config/defense/sau/<dataset>.yaml)
-SHIPPED_DATASET_CONFIGS = ("cifar10", "cifar100", "gtsrb", "tiny")
-
-
-def config_dir() -> Path:
-    """The shipped YAML files (``defense_configs/sau``; packaged as ``sau_plugin/configs``)."""
-    here = Path(__file__).resolve().parents[1]
-    for cand in (here / "configs", here.parent / "defense_configs" / "sau"):
-        if (cand / "config.yaml").is_file():
-            return cand
-    raise ConfigError("the plugin's YAML configs are missing from this installation; pass --yaml_path")
 
 
 # ---- logging and progress ----------------------------------------------------------------------------------
@@ -491,106 +479,6 @@ class sau:  # noqa: N801 - BackdoorBench names a defense class after its script
 
 
 # ---- command line -------------------------------------------------------------------------------------------------
-
-def _bool(text: str) -> bool:
-    low = str(text).strip().lower()
-    if low in ("true", "1", "yes"):
-        return True
-    if low in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Every flag of BackdoorBench's defense/sau.py (same names; None = take the YAML's value),
-    with its type slips fixed (client_optimizer is a name, steplr_milestones a list of ints),
-    plus the plugin's flags."""
-    a = parser.add_argument
-    a("--device", type=str, help="cpu, cuda, cuda:N or auto")
-    a("-pm", "--pin_memory", type=_bool, help="accepted for compatibility")
-    a("-nb", "--non_blocking", type=_bool, help="accepted for compatibility")
-    a("-pf", "--prefetch", type=_bool, help="accepted for compatibility")
-    a("--amp", type=_bool, help="bf16/fp16 autocast where the hardware supports it")
-    a("--checkpoint_load", type=str, help="accepted for compatibility (use --resume)")
-    a("--checkpoint_save", type=str, help="checkpoint folder (default <output>/checkpoint)")
-    a("--log", type=str, help="log folder (default <output>/log)")
-    a("--dataset_path", type=str, help="accepted for compatibility; data is found from the attack result")
-    a("--dataset", type=str, help="mnist, cifar10, cifar100, gtsrb, tiny (default: the one the attack result "
-                                     "names; without --yaml_path, that dataset's shipped YAML)")
-    a("--result_file", type=str, help="attack folder under --record_dir")
-    a("--epochs", type=int, help="unlearning epochs when --n_rounds is not given")
-    a("--batch_size", type=int)
-    a("--num_workers", type=float, help="accepted for compatibility")
-    a("--lr", type=float)
-    a("--lr_scheduler", type=str, help="CosineAnnealingLR, StepLR, MultiStepLR, CyclicLR, ReduceLROnPlateau or none; "
-      "as in the reference, never stepped (constant lr) unless --lr_scheduler_stepping epoch")
-    a("--steplr_stepsize", type=int)
-    a("--steplr_gamma", type=float)
-    a("--steplr_milestones", type=int, nargs="+")
-    a("--model", type=str, help="informational: the attack result names the model")
-    a("--client_optimizer", type=str, help="adam or sgd")
-    a("--sgd_momentum", type=float)
-    a("--wd", type=float, help="weight decay")
-    a("--frequency_save", type=int, help="accepted for compatibility (a checkpoint is kept every epoch)")
-    a("--random_seed", type=int)
-    a("--yaml_path", type=str, help="defaults, e.g. defense_configs/sau/cifar10.yaml (default: the plugin's YAML for "
-                                    "the dataset, else its config.yaml)")
-    a("--ratio", type=float, help="fraction of the clean training set used")
-    a("--index", type=str, help="text file of clean training indices (overrides --ratio)")
-    a("--optim", type=str, help="accepted for compatibility (client_optimizer chooses)")
-    a("--n_rounds", type=int, help="unlearning epochs")
-    a("--outer_steps", type=int)
-    a("--lmd_1", type=float, help="weight of L_cl")
-    a("--lmd_2", type=float, help="weight of L_at (0: off)")
-    a("--lmd_3", type=float, help="weight of L_sar")
-    a("--beta_1", type=float, help="weight of L_adv")
-    a("--beta_2", type=float, help="weight of L_share")
-    a("--trigger_norm", type=float, help="perturbation bound")
-    a("--pgd_init", type=str, help="zero, random, max or min")
-    a("--norm_type", type=str, help="L_inf, L2, L1 or Reg (no projection)")
-    a("--adv_lr", type=float, help="PGD step size")
-    a("--adv_steps", type=int, help="PGD steps")
-    a("--train_mode", action="store_true", default=None, help="BatchNorm in train mode during the outer step")
-    g = parser.add_argument_group("sau_plugin")
-    g.add_argument("--record_dir", type=str, help="folder holding the attack folders (default: record)")
-    g.add_argument("--defense_name", type=str, help="output folder and file prefix (default: sau)")
-    g.add_argument("--variant", type=str, help=f"{', '.join(VARIANTS)} (paper Table 5; sau = A+B, at = C+D)")
-    g.add_argument("--loader", type=str, choices=LOADERS, help="where the data come from (default: auto)")
-    g.add_argument("--trust_pickle", action="store_true", default=None,
-                   help="load attack_result.pt with weights_only=False (runs any code in it)")
-    g.add_argument("--resume", action="store_true", default=None, help="continue from checkpoint/last.pt")
-    g.add_argument("--overwrite", action="store_true", default=None, help="replace an existing defense output")
-    g.add_argument("--lr_scheduler_stepping", type=str, choices=LR_SCHEDULER_STEPPINGS,
-                   help="never (default, as the reference: constant lr) or epoch (step --lr_scheduler once per epoch; "
-                        "cosine over n_rounds)")
-    g.add_argument("--compile", action="store_true", default=None, help="torch.compile the models")
-    g.add_argument("--cpu_heap_reuse", type=_bool, help="CPU: keep freed activation memory in the heap "
-                   "instead of page-faulting it anew every batch (glibc; default true; no effect on results)")
-    g.add_argument("--no_progress", action="store_true", help="no progress bars or log lines on stderr")
-    g.add_argument("--log_level", choices=tuple(LOG_LEVELS), default="info",
-                   help="debug adds shared PGD's per-batch diagnostics (fooled / shared counts, losses, eps norms)")
-
-
-def config_from_args(args: argparse.Namespace, dataset: Optional[str] = None) -> SAUConfig:
-    """YAML defaults under the explicit flags; an explicit --epochs sets n_rounds unless given.
-
-    ``dataset`` (the record's, used when --dataset is absent) sets the dataset and, without
-    --yaml_path, picks that dataset's shipped YAML (``config.yaml`` for a dataset without one).
-    """
-    known = {f.name for f in fields(SAUConfig)}
-    values = {k: v for k, v in vars(args).items() if k in known and v is not None}
-    if values.get("epochs") is not None and values.get("n_rounds") is None:
-        values["n_rounds"] = values["epochs"]
-    if dataset is not None and "dataset" not in values:
-        values["dataset"] = dataset
-    if getattr(args, "yaml_path", None):
-        yaml_path = Path(args.yaml_path)
-    else:
-        shipped = config_dir() / f"{values.get('dataset')}.yaml"
-        yaml_path = shipped if values.get("dataset") in SHIPPED_DATASET_CONFIGS else config_dir() / "config.yaml"
-    load_yaml_mapping(yaml_path)  # clear error for a missing or broken file before merging
-    return SAUConfig.from_yaml(yaml_path, overrides=values)
-
 
 def dataset_from_record(args: argparse.Namespace, cfg: SAUConfig) -> Tuple[SAUConfig, Optional[AttackRecord]]:
     """Without --dataset the attack result names the dataset: read it (once; the run reuses

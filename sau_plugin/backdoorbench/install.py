@@ -15,7 +15,7 @@ from typing import List
 
 from ..errors import ConfigError, OutputError
 from ..fileio import atomic_write_text
-from .defense import config_dir
+from ..config.files import shipped_config
 
 MARKER = "# Written by `sau-plugin install-into`; re-running it updates this file. Delete it to uninstall."
 DEFENSE_NAME = "sau_plugin"
@@ -65,7 +65,7 @@ def install_into(root: Path | str) -> List[Path]:
                           f"utils/save_load_attack.py); pass the folder you run BackdoorBench's scripts from")
     files = {root / "defense" / f"{DEFENSE_NAME}.py": LAUNCHER}
     for name in BACKDOORBENCH_CONFIGS:  # the offline demo's YAML has no place in a BackdoorBench checkout
-        src = config_dir() / name
+        src = shipped_config(name)
         files[root / "config" / "defense" / DEFENSE_NAME / name] = f"{MARKER}\n{src.read_text()}"
     foreign = [str(p) for p in files if p.exists() and not _ours(p)]
     if foreign:

@@ -24,11 +24,11 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from ..backdoorbench.defense import config_dir
+from ..config.files import shipped_config
 from ..config import SAUConfig
 from .attack import DEFAULT_RECORD_DIR, AttackOutcome, AttackSettings, add_attack_arguments, generate, settings_from_args
 
-DEMO_YAML = config_dir() / "demo_mnist.yaml"  # defense_configs/sau/, shipped as sau_plugin/configs/
+DEMO_YAML = shipped_config("demo_mnist.yaml")
 
 
 @dataclass
