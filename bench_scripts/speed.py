@@ -80,7 +80,7 @@ def record_data(args):
     import torch
 
     from sau_plugin import SAUConfig
-    from sau_plugin.backdoorbench.defense import load_inputs
+    from sau_plugin.run import load_inputs
 
     cfg = SAUConfig(device="cpu", result_file=args.result_file, record_dir=args.record_dir, dataset=args.dataset,
                     ratio=1.0, random_seed=args.seed, loader="standalone")

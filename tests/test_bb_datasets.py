@@ -12,7 +12,7 @@ from PIL import Image
 
 import bb_support as bb
 from sau_plugin.backdoorbench.datasets import load_split
-from sau_plugin.backdoorbench.defense import choose_clean_indices
+from sau_plugin.run.inputs import choose_clean_indices
 from sau_plugin.backdoorbench.transforms import normalization, normalize, pil_to_uint8, stack_images
 from sau_plugin.config import SAUConfig
 from sau_plugin.errors import ConfigError, DatasetError

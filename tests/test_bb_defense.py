@@ -275,3 +275,26 @@ def test_variant_flag_reaches_the_run(tmp_path, variant, stored):
     assert main(bb.cli_args(tmp_path, "cifar10", "--variant", variant, "--lr_scheduler", "none")) == 0
     info = json.loads((attack / "defense" / "sau" / "sau_result.json").read_text())
     assert info["variant"] == stored and info["config"]["lr_scheduler"] == "none"
+
+
+def test_overwrite_removes_every_earlier_result_file_before_a_failing_rerun(tmp_path, monkeypatch):
+    # The run's files are named in one place (OutputDir); --overwrite deletes all of them, plots included,
+    # so a re-run that fails leaves no earlier result that could be taken for its own.
+    from sau_plugin import SAUConfig, Unlearner
+    from sau_plugin.run.outputs import OutputDir
+
+    attack, _ = bb.make_record(tmp_path, "cifar10")
+    assert main(bb.cli_args(tmp_path)) == 0
+    out = OutputDir.of(SAUConfig(result_file=attack.name, record_dir=str(tmp_path / "record")))
+    produced = {p for p in out.out.rglob("*") if p.is_file() and p.parent != out.log}
+    assert produced == set(out.result_files())  # every file a run leaves (besides its log) is named there
+    (out.out / "notes.txt").write_text("mine")
+
+    def broken_fit(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(Unlearner, "fit", broken_fit)
+    with pytest.raises(RuntimeError):
+        main(bb.cli_args(tmp_path, "cifar10", "--overwrite"))
+    assert not any(p.exists() for p in out.result_files())
+    assert (out.out / "notes.txt").read_text() == "mine"

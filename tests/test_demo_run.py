@@ -1,9 +1,7 @@
 """The ``demo`` command: its plumbing with a stand-in defense, and end to end through the
-BackdoorBench-facing defense (``sau_plugin.backdoorbench.defense.run_defense``)."""
+defense run (``sau_plugin.run.run_defense``)."""
 
 import os
-import sys
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,9 +57,7 @@ def test_demo_command_with_a_stand_in_defense(tmp_path_factory, monkeypatch, cap
                            {"test_acc": 0.89, "test_asr": 0.02, "test_ra": 0.85}, 98.0,
                            {"load": 0.5, "unlearn": 2.0}, [out / "defense_result.pt"])
 
-    fake = types.ModuleType("sau_plugin.backdoorbench.defense")
-    fake.run_defense = run_defense
-    monkeypatch.setitem(sys.modules, "sau_plugin.backdoorbench.defense", fake)
+    monkeypatch.setattr("sau_plugin.demo.run.run_defense", run_defense)
     record_dir = _record_dir(tmp_path_factory)
     rc = main(["demo", *TINY_ARGS, "--epochs", "2", "--device", "cpu", "--record_dir", str(record_dir),
                "--no_progress"])

@@ -8,7 +8,7 @@ from typing import Dict, NamedTuple, Sequence, Tuple
 
 import torch
 
-from .defense import build_model
+from ..run.inputs import build_model
 from .loaders import eval_tensors, load_data
 from .record import read_attack_result
 from .transforms import normalization
