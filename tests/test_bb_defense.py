@@ -175,8 +175,7 @@ def _fake_backdoorbench(root: Path, loader_source: str) -> None:
 
 
 @pytest.fixture
-def isolated_imports(monkeypatch):
-    monkeypatch.setattr(sys, "path", list(sys.path))
+def isolated_imports():
     yield
     for mod in ("utils", "utils.save_load_attack"):
         sys.modules.pop(mod, None)
@@ -186,6 +185,7 @@ def test_backdoorbench_loader_is_used_from_a_backdoorbench_root(tmp_path, monkey
     _fake_backdoorbench(tmp_path, FAKE_LOADER)
     attack, _ = bb.make_record(tmp_path, "cifar10", on_disk=True)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))  # as `python -m sau_plugin` from the BackdoorBench root does
     assert main(bb.cli_args(tmp_path, "cifar10", "--loader", "backdoorbench", "--defense_name", "viabb")) == 0
     assert Path("BACKDOORBENCH_LOADER_USED").read_text().endswith("attack_result.pt")
     via_bb = check_outputs(attack / "defense" / "viabb", "viabb", 1, 60)
@@ -199,6 +199,7 @@ def test_auto_loader_falls_back_and_explicit_backdoorbench_loader_explains(tmp_p
     _fake_backdoorbench(tmp_path, "raise ImportError('torchvision is not installed')\n")
     attack, _ = bb.make_record(tmp_path, "cifar10")
     monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
     assert main(bb.cli_args(tmp_path, "cifar10", "--loader", "backdoorbench")) == 2
     err = capsys.readouterr().err
     assert "torchvision is not installed" in err and "--loader standalone" in err
@@ -233,6 +234,15 @@ def test_install_into_writes_a_working_launcher_and_never_clobbers(tmp_path, cap
                          cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     check_outputs(attack / "defense" / "sau_plugin", "sau_plugin", 1, 60)
+
+    # The launcher runs from the BackdoorBench root with that root on Python's path: BackdoorBench's loader imports.
+    (root / "utils" / "save_load_attack.py").write_text(textwrap.dedent(FAKE_LOADER))
+    run = subprocess.run([sys.executable, "./defense/sau_plugin.py", "--result_file", "attack", "--dataset", "cifar10",
+                          "--yaml_path", "./config/defense/sau_plugin/cifar10.yaml", "--loader", "backdoorbench",
+                          "--device", "cpu", "--n_rounds", "1", "--ratio", "0.5", "--batch_size", "16", "--no_progress",
+                          "--defense_name", "viabb"], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert check_outputs(attack / "defense" / "viabb", "viabb", 1, 60)["loader"] == "backdoorbench"
 
 
 @pytest.mark.parametrize("constant", [bb.TARGET, 3])

@@ -30,15 +30,12 @@ Results go to record/<attack folder>/defense/{DEFENSE_NAME}/. Flags: python ./de
 import os
 import sys
 
-# This script is itself named sau_plugin.py: keep its folder off the path so that the
-# import below finds the installed package, not this file.
-_here = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
-
-from sau_plugin.cli import main  # noqa: E402
-
 if __name__ == "__main__":
-    sys.exit(main(["defend", "--defense_name", "{DEFENSE_NAME}", *sys.argv[1:]]))
+    # Run as `python -m sau_plugin`: that puts the working folder (the BackdoorBench root) on Python's
+    # path, so BackdoorBench's own loader can be imported, and finds the installed package rather than
+    # this file of the same name. exec: the run replaces this process, so signals reach it directly.
+    os.execv(sys.executable, [sys.executable, "-m", "sau_plugin", "defend", "--defense_name", "{DEFENSE_NAME}",
+                              *sys.argv[1:]])
 '''
 
 
