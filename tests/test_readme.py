@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import configparser
 import contextlib
+import dataclasses
 import importlib.util
 import inspect
 import io
@@ -32,6 +33,7 @@ from typing import Dict, Iterator, List, Set, Tuple
 import pytest
 
 import sau_plugin.cli as cli
+from sau_plugin import SAUConfig, SAUError
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -85,8 +87,10 @@ def option_strings(parser: argparse.ArgumentParser) -> Set[str]:
     return {s for a in parser._actions for s in a.option_strings}
 
 
-def parse_cli(args: List[str]) -> argparse.Namespace:
-    """Parse (never run) ``sau-plugin ARGS`` with the real parser; a refusal fails with argparse's line."""
+def parse_cli(args: List[str], cwd: Path = REPO) -> argparse.Namespace:
+    """Parse (never run) ``sau-plugin ARGS`` with the real parser; a refusal fails with argparse's line.
+    For ``defend`` the values also go through SAUConfig's validation, over the YAML the command names
+    (relative to ``cwd``) or the shipped ``config.yaml``, as the command would merge them."""
     assert args and args[0] in cli.COMMANDS, f"`sau-plugin {' '.join(args)}`: not one of {sorted(cli.COMMANDS)}"
     err = io.StringIO()
     try:
@@ -95,6 +99,17 @@ def parse_cli(args: List[str]) -> argparse.Namespace:
     except SystemExit:
         pytest.fail(f"`sau-plugin {' '.join(args)}` is refused by the real parser: {err.getvalue().strip()}")
     assert getattr(ns, "func", None) is not None, f"`sau-plugin {' '.join(args)}` selects no command"
+    if args[0] == "defend":
+        known = {f.name for f in dataclasses.fields(SAUConfig)}
+        values = {k: v for k, v in vars(ns).items() if k in known and v is not None}
+        if "epochs" in values:  # the command's rule: an explicit --epochs sets n_rounds unless given
+            values.setdefault("n_rounds", values["epochs"])
+        yaml_path = cwd / ns.yaml_path if ns.yaml_path else REPO / "defense_configs" / "sau" / "config.yaml"
+        assert yaml_path.is_file(), f"`sau-plugin {' '.join(args)}`: no YAML at {yaml_path}"
+        try:
+            SAUConfig.from_yaml(yaml_path, values)
+        except SAUError as exc:
+            pytest.fail(f"`sau-plugin {' '.join(args)}` is refused by the configuration: {exc}")
     return ns
 
 
@@ -250,7 +265,7 @@ def test_every_shell_command_is_checked_against_the_real_tool(block, tmp_path, m
             assert cli.main(args) == 0
             assert (cwd / "defense" / "sau_plugin.py").is_file()
         elif args is not None:
-            parse_cli(args)
+            parse_cli(args, cwd)
         elif words[0] == "pip":
             check_pip(words)
         elif words[0] == "cd":
@@ -259,7 +274,7 @@ def test_every_shell_command_is_checked_against_the_real_tool(block, tmp_path, m
             assert cwd.is_dir(), f"`cd {target}`: no such folder"
         elif words[:2] == ["python", "./defense/sau_plugin.py"]:
             argv = run_launcher(cwd / "defense" / "sau_plugin.py", words[2:], monkeypatch)
-            parse_cli(argv)
+            parse_cli(argv, cwd)
         elif words[:3] == ["python", "-m", "pytest"]:
             check_pytest(words)
         elif words[0] == "python" and words[1].startswith("bench_scripts/") and words[1].endswith(".py"):
@@ -319,6 +334,9 @@ def test_commands_shown_inline_use_real_flags(doc):
         known = option_strings(subparser(words[0]))
         flags = {re.split(r"[=\]]", w.strip("["))[0] for w in words[1:] if w.strip("[").startswith("-")}
         assert flags <= known, f"`{span}`: {sorted(flags - known)} not options of `sau-plugin {words[0]}`"
+        usage = re.search(r"[][{}<>|]|\.\.\.|--help|(?<![\w-])[A-Z]+\b", span)
+        if not usage:  # a complete command: parsed as one from a shell block
+            parse_cli(words)
 
 
 def test_every_flag_the_readme_names_exists():
