@@ -235,16 +235,14 @@ def fake_backdoorbench(root: Path) -> Path:
 
 
 def run_launcher(launcher: Path, args: List[str], monkeypatch) -> List[str]:
-    """Run the launcher install-into wrote, with sau_plugin.cli.main replaced by a recorder: the argv it passes."""
+    """Run the launcher install-into wrote, with os.execv replaced by a recorder: the sau_plugin argv it execs."""
     assert launcher.is_file(), f"{launcher} does not exist: `sau-plugin install-into` should have written it"
     seen: List[List[str]] = []
-    monkeypatch.setattr(cli, "main", lambda argv=None: seen.append(list(argv)) or 0)
+    monkeypatch.setattr(os, "execv", lambda path, argv: seen.append(list(argv)))
     monkeypatch.setattr(sys, "argv", [str(launcher), *args])
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    with pytest.raises(SystemExit) as exit_:
-        runpy.run_path(str(launcher), run_name="__main__")
-    assert exit_.value.code == 0 and len(seen) == 1
-    return seen[0]
+    runpy.run_path(str(launcher), run_name="__main__")
+    assert len(seen) == 1 and seen[0][1:3] == ["-m", "sau_plugin"], seen
+    return seen[0][3:]
 
 
 # --- the tests -----------------------------------------------------------------------------
