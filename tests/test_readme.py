@@ -377,3 +377,13 @@ def test_no_diary_text(doc):
     text = doc.read_text(encoding="utf-8")
     found = [m.group(0) for pattern in DIARY for m in re.finditer(pattern, text, re.I)]
     assert not found, f"{doc.name}: diary text or a file outside the repository: {found}"
+
+
+def test_the_readmes_settings_table_is_the_generated_one():
+    from sau_plugin.config.table import settings_table
+
+    text = README.read_text()
+    start, end = "<!-- settings:start -->\n", "<!-- settings:end -->"
+    assert start in text and end in text
+    embedded = text[text.index(start) + len(start): text.index(end)]
+    assert embedded == settings_table(), "README's settings table is stale: paste `python -m sau_plugin.config` into it"

@@ -131,21 +131,23 @@ class SAUConfig:
     train_mode: bool = setting(False, "BatchNorm in train mode during the outer step", kind=METHOD, source=BB,
                                flag="switch")
     # --- plugin --------------------------------------------------------------------------
-    variant: str = setting("sau", f"{', '.join(VARIANTS)} (paper Table 5; sau = A+B, at = C+D)", kind=METHOD,
+    variant: str = setting("sau", f"{', '.join(VARIANTS)}: SAU (A+B), vanilla adversarial training (C+D), "
+                           "fine-tuning, and the paper's ablations A+D and C+B (Table 5)", kind=METHOD,
                            source=PLUGIN, normalize=_variant_name)
     amsgrad: bool = setting(True, "Adam's amsgrad (BackdoorBench's Adam uses it)", kind=METHOD, source=YAML_ONLY)
-    compile: bool = setting(False, "torch.compile the models", kind=RUN, source=PLUGIN, flag="switch")
+    compile: bool = setting(False, "torch.compile the models (torch >= 2.0)", kind=RUN, source=PLUGIN, flag="switch")
     cpu_heap_reuse: bool = setting(True, "CPU: keep freed activation memory in the heap instead of page-faulting it "
                                    "anew every batch (glibc; default true; no effect on results)", kind=RUN,
                                    source=PLUGIN, flag="bool")
-    loader: str = setting("auto", "where the data come from (default: auto)", kind=RUN, source=PLUGIN,
+    loader: str = setting("auto", "who re-reads the clean data: auto (BackdoorBench's own loader when it imports, else "
+                          "the plugin's), backdoorbench or standalone", kind=RUN, source=PLUGIN,
                           choices=LOADERS)
     trust_pickle: bool = setting(False, "load attack_result.pt with weights_only=False (runs any code in it)",
                                  kind=RUN, source=PLUGIN, flag="switch")
     record_dir: str = setting("record", "folder holding the attack folders (default: record)", kind=RUN,
                               source=PLUGIN)
     defense_name: str = setting("sau", "output folder and file prefix (default: sau)", kind=RUN, source=PLUGIN)
-    resume: bool = setting(False, "continue from checkpoint/last.pt", kind=RUN, source=PLUGIN, flag="switch")
+    resume: bool = setting(False, "continue an interrupted run from checkpoint/last.pt", kind=RUN, source=PLUGIN, flag="switch")
     overwrite: bool = setting(False, "replace an existing defense output", kind=RUN, source=PLUGIN, flag="switch")
 
     def __post_init__(self) -> None:

@@ -17,6 +17,14 @@ from .schema import BACKDOORBENCH, PLUGIN, parse_bool as _parse_bool
 from .schema import setting_of, value_type
 
 LOG_LEVELS = ("debug", "info", "warning")
+# Options of how a run is shown, not settings of it (not in SAUConfig): passed to run_defense.
+DISPLAY_OPTIONS = {
+    "--no_progress": dict(action="store_true", help="no progress bars or log lines on stderr"),
+    "--log_level": dict(choices=LOG_LEVELS, default="info",
+                        help="debug also logs shared PGD's per-batch diagnostics, as the reference prints them in "
+                             "verbose mode: samples fooled (h, h_bd, both), shared, the loss terms and the "
+                             "perturbation's mean L1 / L2 / L_inf norms (computed only at this level)"),
+}
 
 
 def parse_bool(text: str) -> bool:
@@ -44,10 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             if s.nargs:  # a list: argparse converts each item
                 t = t.__args__[0]
             add(*names, type=t, nargs=s.nargs, choices=s.choices, help=s.help)
-    groups[PLUGIN].add_argument("--no_progress", action="store_true", help="no progress bars or log lines on stderr")
-    groups[PLUGIN].add_argument("--log_level", choices=LOG_LEVELS, default="info",
-                                help="debug adds shared PGD's per-batch diagnostics (fooled / shared counts, "
-                                     "losses, eps norms)")
+    for flag, kwargs in DISPLAY_OPTIONS.items():
+        groups[PLUGIN].add_argument(flag, **kwargs)
 
 
 def config_from_args(args: argparse.Namespace, dataset: Optional[str] = None) -> SAUConfig:
