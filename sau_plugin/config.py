@@ -105,7 +105,7 @@ class SAUConfig:
     variant: str = "sau"
     amsgrad: bool = True  # BackdoorBench's Adam uses amsgrad=True
     compile: bool = False
-    cpu_heap_reuse: bool = True  # CPU: keep freed activations in the heap (core/allocator.py)
+    cpu_heap_reuse: bool = True  # CPU: keep freed activations in the heap (runtime.py, applied by the run layer)
     loader: str = "auto"
     trust_pickle: bool = False
     record_dir: str = "record"

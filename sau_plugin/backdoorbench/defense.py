@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .. import __version__
+from .. import __version__, runtime
 from ..compat import require_compile
 from ..config import LOADERS, LR_SCHEDULER_STEPPINGS, SAUConfig, VARIANTS, load_yaml_mapping
 from ..core import Unlearner
@@ -348,10 +348,11 @@ def _run(cfg: SAUConfig, progress: bool, session: _LogSession, record: Optional[
     index_file = paths.log / "index.txt"
     atomic_write_text(index_file, "".join(f"{int(i)}\n" for i in inp.indices))  # np.savetxt(fmt='%d')
 
+    notes = runtime.configure(device, cpu_heap_reuse=cfg.cpu_heap_reuse)
     model = inp.model.to(device)
     unlearner = _Unlearner(model, copy.deepcopy(model), cfg, mean=inp.mean, std=inp.std)
     unlearner.progress = progress
-    log.info("precision: %s; memory: %s", unlearner.precision.note, unlearner.allocator_note)
+    log.info("precision: %s; runtime: %s", unlearner.precision.note, notes)
 
     def evaluate(net: nn.Module) -> Dict[str, float]:
         kw = dict(mean=inp.mean, std=inp.std, batch_size=cfg.batch_size, device=device)
@@ -394,11 +395,12 @@ def _run(cfg: SAUConfig, progress: bool, session: _LogSession, record: Optional[
         raise
     timings.update(unlearn=spent["unlearn"], eval=spent["eval"], write=spent["write"])
     files = [index_file, log_file, ckpt]
-    return _write_final(cfg, paths, inp, unlearner, initial, timings, t_start, files, device)
+    return _write_final(cfg, paths, inp, unlearner, initial, timings, t_start, files, device, notes)
 
 
 def _write_final(cfg: SAUConfig, paths: _Paths, inp: _Inputs, unlearner: Unlearner, initial: dict,
-                 timings: Dict[str, float], t_start: float, files: List[Path], device: torch.device) -> DefenseOutcome:
+                 timings: Dict[str, float], t_start: float, files: List[Path], device: torch.device,
+                 notes: runtime.RuntimeNotes) -> DefenseOutcome:
     """csv, summary, plots and sau_result.json; defense_result.pt last, so a failed run leaves none.
 
     With no epoch run (``n_rounds: 0``) there is no row to write: no csv, summary or plot
@@ -426,7 +428,7 @@ def _write_final(cfg: SAUConfig, paths: _Paths, inp: _Inputs, unlearner: Unlearn
         "no_defense": before, "no_defense_losses": {k: float(initial[k]) for k in LOSS_COLUMNS}, "final": after,
         "der": der_pct, "epochs_run": unlearner.epoch, "n_clean": len(inp.indices), "n_test": len(inp.data.clean_test),
         "n_bd_test": len(inp.data.bd_test), "loader": inp.data.loader, "device": str(device),
-        "precision": unlearner.precision.note, "allocator": unlearner.allocator_note, "timings_s": timings,
+        "precision": unlearner.precision.note, "allocator": notes.allocator, "timings_s": timings,
         "versions": _versions(),
         "attack_summary": read_attack_summary(paths.attack_dir / "attack_df_summary.csv"),
         "config": cfg.to_dict(), "files": [str(f) for f in files],

@@ -1,6 +1,5 @@
 """The SAU method: torch only, no files, no flags (see the paper, eqs. 10-13)."""
 
-from .allocator import heap_reuse_state, reuse_heap_memory
 from .losses import js_divergence, masked_sum, sar_loss
 from .perturbation import PixelSpace, init_perturbation, project
 from .pgd import PGD, PGDResult, SharedPGD
@@ -9,7 +8,7 @@ from .unlearn import (UnlearnResult, Unlearner, adversarial_loss, clean_loss, ma
                       unlearn)
 
 __all__ = [
-    "heap_reuse_state", "reuse_heap_memory", "js_divergence", "masked_sum", "sar_loss", "PixelSpace",
+    "js_divergence", "masked_sum", "sar_loss", "PixelSpace",
     "init_perturbation", "project", "PGD", "PGDResult",
     "SharedPGD", "Precision", "choose_precision", "cpu_supports_bf16", "UnlearnResult", "Unlearner",
     "make_optimizer", "make_scheduler", "clean_loss", "adversarial_loss", "outer_loss", "unlearn",

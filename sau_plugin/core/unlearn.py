@@ -23,7 +23,6 @@ import torch.nn.functional as F
 
 from ..compat import compiled
 from ..errors import NonFiniteLossError
-from .allocator import heap_reuse_state, reuse_heap_memory
 from .losses import sar_loss
 from .pgd import PGD, SharedPGD
 from .precision import Precision, choose_precision, upcast
@@ -157,13 +156,6 @@ class Unlearner:
         self.cfg = cfg
         self.device = next(model.parameters()).device
         self.precision = precision or choose_precision(self.device, cfg.amp)
-        self.allocator_note = f"{self.device.type} default allocator"
-        if self.device.type == "cuda":
-            # fixed input shapes: let cuDNN pick the fastest kernels (GPU runs are not bitwise anyway)
-            torch.backends.cudnn.benchmark = True
-            self.allocator_note = "cuda caching allocator"
-        elif self.device.type == "cpu":
-            self.allocator_note = reuse_heap_memory() if cfg.cpu_heap_reuse else heap_reuse_state()
         self.model = self.precision.prepare(model).eval()
         self.model_ref = self.precision.prepare(model_ref).eval()
         for p in self.model_ref.parameters():
