@@ -349,8 +349,8 @@ def _run(cfg: SAUConfig, progress: bool, session: _LogSession, record: Optional[
     atomic_write_text(index_file, "".join(f"{int(i)}\n" for i in inp.indices))  # np.savetxt(fmt='%d')
 
     notes = runtime.configure(device, cpu_heap_reuse=cfg.cpu_heap_reuse)
-    model = inp.model.to(device)
-    unlearner = _Unlearner(model, copy.deepcopy(model), cfg, mean=inp.mean, std=inp.std)
+    model = inp.model.to(device).eval()  # DefenseOutcome.model is handed back in eval mode
+    unlearner = _Unlearner(model, copy.deepcopy(model), cfg, mean=inp.mean, std=inp.std, copy_ref=False)
     unlearner.progress = progress
     log.info("precision: %s; runtime: %s", unlearner.precision.note, notes)
 

@@ -13,6 +13,7 @@ logs and progress bars are the caller's business (``on_epoch_end`` / ``evaluate`
 
 from __future__ import annotations
 
+import copy as copy_module
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence
@@ -134,13 +135,36 @@ def _combine(clean: Dict[str, torch.Tensor], adv: Dict[str, torch.Tensor]) -> Di
     return {**clean, **adv, "loss": clean["loss"] + adv["loss"]}
 
 
+def frozen_reference(model_ref: nn.Module, precision: Precision, *, copy: bool = True) -> nn.Module:
+    """h_bd as the loop needs it: eval mode, no gradients, the precision's memory format.
+
+    ``copy=True`` works on a deep copy, so the caller's module keeps its parameters, memory
+    format, ``requires_grad`` flags and training mode (cost: one more copy of the model on
+    its device). ``copy=False`` converts the given module in place.
+    """
+    if copy:
+        model_ref = copy_module.deepcopy(model_ref)
+    model_ref = precision.prepare(model_ref).eval()
+    for p in model_ref.parameters():
+        p.requires_grad_(False)
+    return model_ref
+
+
 class Unlearner:
     """SAU's epoch loop over a clean subset held as tensors on the device.
 
+    ``model`` (h) is purified in place: its parameters are updated and it is converted to
+    the precision's memory format (channels_last); ``fit`` runs it in eval mode (fixed
+    BatchNorm unless ``train_mode``) and gives back the training mode it had.
+    ``model_ref`` (h_bd) is left as the caller has it: the loop works on a frozen deep copy
+    (``copy_ref=False`` freezes and converts the given module in place instead, saving that
+    copy's memory). Process-wide speed settings are not touched: see ``sau_plugin.runtime``.
+
     The frozen model's predictions on the clean subset are computed once per run
     (the subset has no augmentation); the purified model's clean predictions come from
-    the forward of the clean loss term, once per batch. ``state_dict`` /
-    ``load_state_dict`` cover everything needed to resume bit-for-bit: model, optimizer, scheduler, shuffling RNG, epoch and history.
+    the forward of the clean loss term, once per batch. ``state_dict`` / ``load_state_dict``
+    cover everything needed to resume bit-for-bit: model, optimizer, scheduler, shuffling
+    RNG, epoch and history.
     """
 
     def __init__(
@@ -152,14 +176,13 @@ class Unlearner:
         mean: Sequence[float] = (0.0,),
         std: Sequence[float] = (1.0,),
         precision: Optional[Precision] = None,
+        copy_ref: bool = True,
     ):
         self.cfg = cfg
         self.device = next(model.parameters()).device
         self.precision = precision or choose_precision(self.device, cfg.amp)
-        self.model = self.precision.prepare(model).eval()
-        self.model_ref = self.precision.prepare(model_ref).eval()
-        for p in self.model_ref.parameters():
-            p.requires_grad_(False)
+        self.model = self.precision.prepare(model)
+        self.model_ref = frozen_reference(model_ref, self.precision, copy=copy_ref)
         self.forward = compiled(self.model) if cfg.compile else self.model
         self.forward_ref = compiled(self.model_ref) if cfg.compile else self.model_ref
         self.optimizer = make_optimizer(self.model, cfg)
@@ -295,18 +318,24 @@ class Unlearner:
         images = self.precision.format(images.to(self.device))
         labels = labels.to(self.device)
         total = self.cfg.n_rounds if epochs is None else epochs
-        while self.epoch < total:
-            t0 = time.perf_counter()
-            row: Dict[str, float] = {"epoch": float(self.epoch)}  # 0-based, as BackdoorBench's sau_df.csv
-            row.update(self.run_epoch(images, labels))
-            row["time_unlearn_s"] = time.perf_counter() - t0
-            if evaluate is not None:
-                t1 = time.perf_counter()
-                row.update(evaluate(self.model))
-                row["time_eval_s"] = time.perf_counter() - t1
-            self.history.append(row)
-            if on_epoch_end is not None:
-                on_epoch_end(self, row)
+        modes = [(m, m.training) for m in self.model.modules()]
+        self.model.eval()
+        try:
+            while self.epoch < total:
+                t0 = time.perf_counter()
+                row: Dict[str, float] = {"epoch": float(self.epoch)}  # 0-based, as BackdoorBench's sau_df.csv
+                row.update(self.run_epoch(images, labels))
+                row["time_unlearn_s"] = time.perf_counter() - t0
+                if evaluate is not None:
+                    t1 = time.perf_counter()
+                    row.update(evaluate(self.model))
+                    row["time_eval_s"] = time.perf_counter() - t1
+                self.history.append(row)
+                if on_epoch_end is not None:
+                    on_epoch_end(self, row)
+        finally:
+            for m, training in modes:  # the caller's training mode, as torchattacks restores it
+                m.training = training
         return UnlearnResult(self.model, self.history)
 
     # ---- resume ---------------------------------------------------------------------------------
