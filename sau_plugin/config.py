@@ -27,19 +27,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Optional, Tuple
 
+from .core.variants import VARIANT_ALIASES, VARIANTS, get_variant  # noqa: F401 - re-exported
 from .errors import ConfigError
 
 NORM_TYPES = ("L_inf", "L2", "L1", "Reg")  # Reg: no projection, as in the reference
 PGD_INITS = ("max", "min", "zero", "random")
-# variant name -> (inner maximisation, outer minimisation); SAU_SPEC 2.3 / paper Table 5.
-VARIANTS = {
-    "sau": ("shared", "sar"),  # A + B
-    "at": ("pgd", "at"),  # C + D, vanilla adversarial training
-    "ft": (None, "ft"),  # fine-tuning on clean data only
-    "a+d": ("shared", "at"),
-    "c+b": ("pgd", "sar"),
-}
-VARIANT_ALIASES = {"a+b": "sau", "c+d": "at", "vanilla_at": "at", "finetune": "ft", "fine-tuning": "ft"}
 # BackdoorBench's names (argparser_opt_scheduler) and none; the reference accepts them all and steps none.
 LR_SCHEDULERS = ("CosineAnnealingLR", "StepLR", "MultiStepLR", "CyclicLR", "ReduceLROnPlateau", "none")
 EPOCH_SCHEDULERS = ("CosineAnnealingLR", "StepLR", "MultiStepLR")  # those lr_scheduler_stepping epoch can step
@@ -152,12 +144,12 @@ class SAUConfig:
     @property
     def inner(self) -> Optional[str]:
         """Inner maximisation of the variant: 'shared' (A), 'pgd' (C) or None (FT)."""
-        return VARIANTS[self.variant][0]
+        return get_variant(self.variant).inner
 
     @property
     def outer(self) -> str:
         """Outer minimisation of the variant: 'sar' (B), 'at' (D) or 'ft'."""
-        return VARIANTS[self.variant][1]
+        return get_variant(self.variant).outer
 
 
 def load_yaml_mapping(path: str | Path) -> dict:

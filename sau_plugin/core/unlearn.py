@@ -1,14 +1,13 @@
-"""Outer minimisation of SAU (paper eq. 13) and the epoch loop (paper Algorithm 1).
+"""The epoch loop of SAU (paper Algorithm 1) around the outer minimisation of eq. 13.
 
-One mini-batch: inner maximisation (shared PGD, or vanilla PGD for the ablations)
-gives x~; then ``outer_steps`` optimizer steps on
-
-    lmd_1 * L_cl(x, y) + lmd_2 * L_at(x~, y) + lmd_3 * L_sar(x~, y)     (eq. 13, outer; B)
-
-or, for the vanilla-AT minimisation (D), with L_sar replaced by L_at, or clean CE
-alone for fine-tuning. The model stays in eval mode (fixed BatchNorm statistics)
-unless ``train_mode`` is set. Everything here works on tensors and modules; files,
-logs and progress bars are the caller's business (``on_epoch_end`` / ``evaluate``).
+One mini-batch: the variant's inner attack (shared PGD, or vanilla PGD for the ablations)
+gives x~; then ``outer_steps`` optimizer steps on the clean term plus the variant's outer
+loss on x~ (``core/outer.py``), forwarded jointly or split (one documented choice,
+``outer_pass``). Variants come from the registry in ``core/variants.py``; a user's own
+attack or outer loss plugs in through ``Unlearner(attack=..., outer_loss=...)``. The model
+stays in eval mode (fixed BatchNorm statistics) unless ``train_mode`` is set. Everything
+here works on tensors and modules; files, logs and progress bars are the caller's business
+(``on_epoch_end`` / ``evaluate``).
 """
 
 from __future__ import annotations
@@ -16,17 +15,16 @@ from __future__ import annotations
 import copy as copy_module
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..compat import compiled
-from ..errors import NonFiniteLossError
-from .losses import sar_loss
-from .pgd import PGD, SharedPGD
-from .precision import Precision, choose_precision, upcast
+from ..errors import ConfigError, NonFiniteLossError
+from .outer import choose_outer_pass
+from .precision import Precision, choose_precision
+from .variants import AttackContext, get_variant
 
 if TYPE_CHECKING:  # the core only reads attributes of the config
     from ..config import SAUConfig
@@ -61,78 +59,6 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: "SAUConfig"):
     if cfg.lr_scheduler == "MultiStepLR":
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, list(cfg.steplr_milestones), cfg.steplr_gamma)
     return None
-
-
-def clean_loss(logits: torch.Tensor, labels: torch.Tensor, cfg: "SAUConfig") -> Dict[str, torch.Tensor]:
-    """lmd_1 * L_cl(x, y), the clean term of eq. 13 (outer)."""
-    loss_cl = F.cross_entropy(logits, labels)
-    return {"loss_cl": loss_cl, "loss": cfg.lmd_1 * loss_cl}
-
-
-def adversarial_loss(
-    logits_adv: torch.Tensor,
-    labels: torch.Tensor,
-    x_adv: torch.Tensor,
-    clean_pred_ref: torch.Tensor,
-    model_ref: nn.Module,
-    cfg: "SAUConfig",
-    precision: Precision,
-) -> Dict[str, torch.Tensor]:
-    """lmd_2 * L_at(x~, y) + lmd_3 * L_sar(x~, y), the terms of eq. 13 (outer) on x~.
-
-    ``clean_pred_ref`` = h_bd(x), fixed for the whole run. A sample enters L_sar
-    (eq. 12) when the backdoored model's prediction on x~ is wrong and differs from
-    its clean prediction (``potential_poison`` in the reference).
-    """
-    n = logits_adv.shape[0]
-    parts: Dict[str, torch.Tensor] = {}
-    loss = logits_adv.new_zeros(())
-    at_weight = cfg.lmd_2 + (cfg.lmd_3 if cfg.outer == "at" else 0.0)
-    if at_weight:
-        parts["loss_at"] = F.cross_entropy(logits_adv, labels)
-        loss = loss + at_weight * parts["loss_at"]
-    if cfg.outer == "sar":
-        with torch.no_grad(), precision.autocast():
-            y_tilde = model_ref(x_adv).argmax(1)  # h_bd(x~)
-        potential = (y_tilde != labels) & (y_tilde != clean_pred_ref)
-        parts["loss_sar"] = sar_loss(logits_adv, y_tilde, potential) / n
-        parts["potential_poison"] = potential.float().mean()
-        loss = loss + cfg.lmd_3 * parts["loss_sar"]
-    parts["loss"] = loss
-    return parts
-
-
-def outer_loss(
-    model: nn.Module,
-    model_ref: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    x_adv: Optional[torch.Tensor],
-    clean_pred_ref: torch.Tensor,
-    cfg: "SAUConfig",
-    precision: Precision,
-) -> Dict[str, torch.Tensor]:
-    """The whole outer objective for one batch (eq. 13, outer), with its parts for logging.
-
-    One forward over [x, x~], as the reference does; this matters for ``train_mode``,
-    where BatchNorm's batch statistics are those of the concatenated batch.
-    """
-    n = images.shape[0]
-    if cfg.train_mode:
-        model.train()
-    try:
-        with precision.autocast():
-            if x_adv is None:  # fine-tuning: clean data only
-                return clean_loss(upcast(model(images)), labels, cfg)
-            logits, logits_adv = upcast(model(torch.cat([images, x_adv]))).split(n)
-    finally:
-        model.eval()
-    return _combine(clean_loss(logits, labels, cfg),
-                    adversarial_loss(logits_adv, labels, x_adv, clean_pred_ref, model_ref, cfg, precision))
-
-
-def _combine(clean: Dict[str, torch.Tensor], adv: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    return {**clean, **adv, "loss": clean["loss"] + adv["loss"]}
 
 
 def frozen_reference(model_ref: nn.Module, precision: Precision, *, copy: bool = True) -> nn.Module:
@@ -177,6 +103,9 @@ class Unlearner:
         std: Sequence[float] = (1.0,),
         precision: Optional[Precision] = None,
         copy_ref: bool = True,
+        attack: Optional[Callable[..., Any]] = None,
+        outer_loss: Optional[Callable[..., Dict[str, torch.Tensor]]] = None,
+        outer_pass: str = "auto",
     ):
         self.cfg = cfg
         self.device = next(model.parameters()).device
@@ -191,75 +120,42 @@ class Unlearner:
         self.generator = torch.Generator().manual_seed(cfg.random_seed)
         self.epoch = 0  # epochs completed
         self.history: List[Dict[str, float]] = []
-        attack_kwargs = dict(bound=cfg.trigger_norm, norm=cfg.norm_type, step_size=cfg.adv_lr, steps=cfg.adv_steps,
-                             init=cfg.pgd_init, mean=mean, std=std, precision=self.precision, generator=self.generator)
-        if cfg.inner == "shared":
-            self.attack = SharedPGD(self.forward, self.forward_ref, beta_1=cfg.beta_1, beta_2=cfg.beta_2, **attack_kwargs)
-        elif cfg.inner == "pgd":
-            self.attack = PGD(self.forward, **attack_kwargs)
-        else:
-            self.attack = None
+        # The variant's (inner attack, outer loss) pair; a given attack / outer_loss replaces its piece.
+        variant = get_variant(cfg.variant)
+        self.outer_loss = outer_loss if outer_loss is not None else variant.outer_loss
+        if attack is None and variant.make_attack is not None:
+            attack = variant.make_attack(AttackContext(self.forward, self.forward_ref, cfg, tuple(mean), tuple(std),
+                                                       self.precision, self.generator))
+        if (attack is None) != (self.outer_loss is None):
+            raise ConfigError(f"variant {cfg.variant!r}: an inner attack needs an outer loss on x~ and vice versa "
+                              f"(attack {'given' if attack is not None else 'none'}, outer loss "
+                              f"{'given' if self.outer_loss is not None else 'none'})")
+        self.attack = attack
+        self.outer_pass = choose_outer_pass(outer_pass, has_attack=attack is not None, train_mode=cfg.train_mode,
+                                            device=self.device)
         self._ref_cache = None
-        # The clean and x~ halves of the outer loss forwarded and backwarded one by one (see
-        # _split_step) where it was measured faster: on CPU (bench_scripts/speed.py). It needs
-        # fixed BatchNorm; on CUDA the joint pass over [x, x~] keeps the GPU better occupied.
-        self.split_outer = self.attack is not None and not cfg.train_mode and self.device.type == "cpu"
+
+    @property
+    def split_outer(self) -> bool:
+        """Whether the clean and x~ halves are run one by one (see ``core/outer.py``)."""
+        return self.outer_pass.name == "split"
 
     # ---- one batch / one epoch -----------------------------------------------------------------
     def step(self, images: torch.Tensor, labels: torch.Tensor, clean_pred_ref: torch.Tensor) -> Dict[str, float]:
         """Inner maximisation then ``outer_steps`` optimizer steps on one batch."""
-        if self.split_outer:
-            return self._split_step(images, labels, clean_pred_ref)
-        return self._joint_step(images, labels, clean_pred_ref)
-
-    def _joint_step(self, images, labels, clean_pred_ref) -> Dict[str, float]:
-        # Fine-tuning, train_mode (batch statistics over [x, x~]), or CUDA: one forward per outer step.
         stats: Dict[str, float] = {}
+        pre, clean_pred = self.outer_pass.before_attack(self, images, labels)
         x_adv = None
         if self.attack is not None:
-            with torch.no_grad(), self.precision.autocast():
-                clean_pred = self.forward(images).argmax(1)
             res = self.attack(images, labels, clean_pred, clean_pred_ref)
             x_adv, stats["pgd_steps"] = res.x_adv, float(res.steps)
-        for _ in range(self.cfg.outer_steps):
-            self.optimizer.zero_grad(set_to_none=True)
-            parts = outer_loss(self.forward, self.forward_ref, images, labels, x_adv, clean_pred_ref, self.cfg, self.precision)
-            self._backward(parts["loss"])
+        for i in range(self.cfg.outer_steps):
+            parts = self.outer_pass.loss_and_backward(self, images, labels, x_adv, clean_pred_ref, i, pre)
             self._optimizer_step()
         stats.update({k: float(v.detach()) for k, v in parts.items()})
         return stats
 
-    def _split_step(self, images, labels, clean_pred_ref) -> Dict[str, float]:
-        # With fixed BatchNorm the outer loss is a sum of a clean term and a term on x~ that
-        # share no batch statistics, so each half is forwarded and backwarded on its own and
-        # the gradients add up in .grad: the same gradient as the joint pass, in float noise.
-        # The first clean half runs before PGD, where its logits also give h(x) for the masks
-        # (one forward fewer per batch), and two backward passes of B cost less than one of 2B.
-        self.optimizer.zero_grad(set_to_none=True)
-        clean, clean_pred = self._clean_half(images, labels)
-        res = self.attack(images, labels, clean_pred, clean_pred_ref)
-        for i in range(self.cfg.outer_steps):
-            if i:  # later outer steps: the clean term at the updated parameters
-                self.optimizer.zero_grad(set_to_none=True)
-                clean, _ = self._clean_half(images, labels)
-            with self.precision.autocast():
-                logits_adv = upcast(self.forward(res.x_adv))
-            adv = adversarial_loss(logits_adv, labels, res.x_adv, clean_pred_ref, self.forward_ref, self.cfg,
-                                   self.precision)
-            self._backward(adv["loss"])  # the clean half was checked when it was backwarded
-            self._optimizer_step()
-        stats = {k: float(v.detach()) for k, v in _combine(clean, adv).items()}
-        stats["pgd_steps"] = float(res.steps)
-        return stats
-
-    def _clean_half(self, images, labels):
-        with self.precision.autocast():
-            logits = upcast(self.forward(images))
-        parts = clean_loss(logits, labels, self.cfg)
-        self._backward(parts["loss"])
-        return {k: v.detach() for k, v in parts.items()}, logits.detach().argmax(1)
-
-    def _backward(self, loss: torch.Tensor) -> None:
+    def backward(self, loss: torch.Tensor) -> None:
         """Backward of ``loss``, refused (before any optimizer step) when it is not finite."""
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
