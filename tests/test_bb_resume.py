@@ -1,9 +1,9 @@
 """A defense killed with SIGKILL in the middle of an epoch and resumed ends bit for bit
 where an uninterrupted run ends: same final state_dict, same <name>_df.csv.
 
-The kill point is made deterministic with the test hook SAU_PLUGIN_TEST_STALL_AT
-("EPOCH:BATCH:MARKER"): the run parks after that batch and writes MARKER; the test then
-kills it.
+The kill point is made deterministic by tests/stall.py, which runs ``defend`` with a
+callback that parks the run after a chosen batch and writes a marker; the test then kills
+it.
 """
 
 import os
@@ -19,7 +19,6 @@ import torch
 
 import bb_support as bb
 from csvutil import read_csv_exact
-from sau_plugin.backdoorbench.defense import STALL_ENV
 from sau_plugin.compat import load_trusted, load_weights_only
 
 N_ROUNDS = 2  # 30 clean samples, batch 10: 3 batches per epoch
@@ -38,8 +37,8 @@ def _run(base: Path, name: str, *extra: str) -> None:
 
 def _kill_at(base: Path, name: str, epoch: int, batch: int) -> None:
     marker = base / f"stalled_{name}"
-    env = dict(ENV, **{STALL_ENV: f"{epoch}:{batch}:{marker}"})
-    proc = subprocess.Popen(_args(base, name), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stall = [sys.executable, str(Path(__file__).with_name("stall.py")), str(epoch), str(batch), str(marker)]
+    proc = subprocess.Popen(stall + _args(base, name)[3:], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
     while not marker.exists():
         assert proc.poll() is None, proc.stderr.read().decode()

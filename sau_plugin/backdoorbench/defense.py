@@ -24,7 +24,7 @@ import sys
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ import torch.nn as nn
 from .. import __version__, runtime
 from ..compat import require_compile
 from ..config import LOADERS, LR_SCHEDULER_STEPPINGS, SAUConfig, VARIANTS, load_yaml_mapping
-from ..core import Unlearner
+from ..core import Callback, Unlearner
 from ..errors import ConfigError, DatasetError, DeviceError, OutputError
 from ..fileio import atomic_write_text
 from ..metrics import der, evaluate_backdoor, evaluate_clean
@@ -47,10 +47,6 @@ from .transforms import normalization, normalize, normalized_batches, stack_imag
 
 log = logging.getLogger("sau_plugin")
 LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
-
-# Test hook: "EPOCH:BATCH:MARKER" stops after that batch (1-based), writes MARKER and waits to be killed.
-STALL_ENV = "SAU_PLUGIN_TEST_STALL_AT"
-
 
 @dataclass
 class DefenseOutcome:
@@ -216,56 +212,45 @@ class _LogSession:
         log.setLevel(self.level)
 
 
-def _maybe_stall(epoch: int, batch: int) -> None:
-    """Test hook (see STALL_ENV): park the run at a chosen batch so a test can SIGKILL it there."""
-    spec = os.environ.get(STALL_ENV)
-    if spec:
-        e, b, marker = spec.split(":", 2)
-        if (int(e), int(b)) == (epoch, batch):
-            Path(marker).write_text(f"{epoch}:{batch}\n")
-            while True:
-                time.sleep(1)
+class TqdmProgress(Callback):
+    """One progress bar per epoch on stderr, a tick per batch."""
 
+    def __init__(self, enabled: bool = True):
+        self.enabled, self.bar = enabled, None
 
-class _Unlearner(Unlearner):
-    """The core's loop with a per-batch progress bar per epoch."""
-
-    progress = False
-    _bar = None
-    _batch = 0
-
-    def run_epoch(self, images: torch.Tensor, labels: torch.Tensor) -> Dict[str, float]:
+    def on_epoch_start(self, u: Unlearner, epoch: int, n_batches: int) -> None:
         from tqdm import tqdm
 
-        total = math.ceil(images.shape[0] / self.cfg.batch_size)
-        with tqdm(total=total, desc=f"SAU epoch {self.epoch + 1}/{self.cfg.n_rounds}", unit="batch",
-                  disable=not self.progress, leave=False, file=sys.stderr) as self._bar:
-            self._batch = 0
-            return super().run_epoch(images, labels)
+        done = u.progress.next_batch if u.progress is not None else 0  # resumed mid-epoch
+        self.bar = tqdm(total=n_batches, initial=done, desc=f"SAU epoch {epoch + 1}/{u.cfg.n_rounds}", unit="batch",
+                        disable=not self.enabled, leave=False, file=sys.stderr)
 
-    def step(self, images: torch.Tensor, labels: torch.Tensor, clean_pred_ref: torch.Tensor) -> Dict[str, float]:
-        stats = super().step(images, labels, clean_pred_ref)
-        self._batch += 1
-        if self._bar is not None:
-            self._bar.update(1)
-        _maybe_stall(self.epoch + 1, self._batch)
-        return stats
+    def on_batch_end(self, u: Unlearner, epoch: int, batch: int, stats: Dict[str, float]) -> None:
+        self.bar.update(1)
+        if self.bar.n >= self.bar.total:  # closed before the epoch's evaluation and log line
+            self.on_fit_end(u, False)
+
+    def on_fit_end(self, u: Unlearner, stopped: bool) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 # ---- the run ---------------------------------------------------------------------------------------------------
 
 def run_defense(cfg: SAUConfig, *, progress: bool = True, log_level: str = "info",
-                record: Optional[AttackRecord] = None) -> DefenseOutcome:
+                record: Optional[AttackRecord] = None, callbacks: Sequence[Callback] = ()) -> DefenseOutcome:
     """Run SAU on ``<cfg.record_dir>/<cfg.result_file>`` and write BackdoorBench's outputs.
 
     Every input is read and checked before the output folder is created; errors are
     :class:`~sau_plugin.errors.SAUError` subclasses with a one-line message.
     ``log_level`` ``debug`` adds shared PGD's per-batch diagnostics to the log. ``record``:
-    that folder's attack result when the caller has read it already.
+    that folder's attack result when the caller has read it already. ``callbacks`` are passed
+    to ``Unlearner.fit`` after the progress bar (see ``sau_plugin.core.callbacks``).
     """
     session = _LogSession(console=progress, level=log_level)
     try:
-        return _run(cfg, progress, session, record)
+        return _run(cfg, progress, session, record, callbacks)
     finally:
         session.close()
 
@@ -325,7 +310,8 @@ def load_inputs(cfg: SAUConfig) -> _Inputs:
     return _load_inputs(cfg, _Paths.of(cfg), {})
 
 
-def _run(cfg: SAUConfig, progress: bool, session: _LogSession, record: Optional[AttackRecord]) -> DefenseOutcome:
+def _run(cfg: SAUConfig, progress: bool, session: _LogSession, record: Optional[AttackRecord],
+         callbacks: Sequence[Callback]) -> DefenseOutcome:
     t_start = time.perf_counter()
     timings: Dict[str, float] = {}
     paths = _Paths.of(cfg)
@@ -350,8 +336,7 @@ def _run(cfg: SAUConfig, progress: bool, session: _LogSession, record: Optional[
 
     notes = runtime.configure(device, cpu_heap_reuse=cfg.cpu_heap_reuse)
     model = inp.model.to(device).eval()  # DefenseOutcome.model is handed back in eval mode
-    unlearner = _Unlearner(model, copy.deepcopy(model), cfg, mean=inp.mean, std=inp.std, copy_ref=False)
-    unlearner.progress = progress
+    unlearner = Unlearner(model, copy.deepcopy(model), cfg, mean=inp.mean, std=inp.std, copy_ref=False)
     log.info("precision: %s; runtime: %s", unlearner.precision.note, notes)
 
     def evaluate(net: nn.Module) -> Dict[str, float]:
@@ -386,7 +371,8 @@ def _run(cfg: SAUConfig, progress: bool, session: _LogSession, record: Optional[
         log.info("epoch %d/%d: %s, train loss %.4f", u.epoch, cfg.n_rounds, _figures(row), row.get("train_loss", math.nan))
 
     try:
-        unlearner.fit(*inp.clean, evaluate=evaluate, on_epoch_end=on_epoch_end)
+        unlearner.fit(*inp.clean, evaluate=evaluate, on_epoch_end=on_epoch_end,
+                      callbacks=[TqdmProgress(progress), *callbacks])
     except Exception as exc:
         kept = f": {ckpt}, after epoch {unlearner.epoch}" if ckpt.is_file() else ""
         log.error("stopped: %s%s", exc, kept)

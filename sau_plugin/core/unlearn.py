@@ -22,6 +22,7 @@ import torch.nn as nn
 
 from ..compat import compiled
 from ..errors import ConfigError, NonFiniteLossError
+from .callbacks import Callback, CallbackList, EpochEndFunction
 from .outer import choose_outer_pass
 from .precision import Precision, choose_precision
 from .variants import AttackContext, get_variant
@@ -34,6 +35,16 @@ if TYPE_CHECKING:  # the core only reads attributes of the config
 class UnlearnResult:
     model: nn.Module
     history: List[Dict[str, float]] = field(default_factory=list)
+    stopped: bool = False  # a callback's should_stop ended fit before its last epoch
+
+
+@dataclass
+class EpochProgress:
+    """An epoch under way: its batch order, batches done, per-key sums of the batch figures."""
+
+    order: torch.Tensor  # CPU permutation of the clean subset
+    next_batch: int
+    totals: Dict[str, float]
 
 
 def make_optimizer(model: nn.Module, cfg: "SAUConfig") -> torch.optim.Optimizer:
@@ -134,6 +145,9 @@ class Unlearner:
         self.outer_pass = choose_outer_pass(outer_pass, has_attack=attack is not None, train_mode=cfg.train_mode,
                                             device=self.device)
         self._ref_cache = None
+        self.progress: Optional[EpochProgress] = None  # set while an epoch runs (see run_epoch)
+        self._callbacks = CallbackList()
+        self._stop_requested = False
 
     @property
     def split_outer(self) -> bool:
@@ -181,21 +195,36 @@ class Unlearner:
             self._ref_cache = (images, torch.cat(preds))
         return self._ref_cache[1]
 
-    def run_epoch(self, images: torch.Tensor, labels: torch.Tensor) -> Dict[str, float]:
-        """One pass over the clean subset in a seeded random order (the reference's shuffle=True)."""
+    def run_epoch(self, images: torch.Tensor, labels: torch.Tensor) -> Optional[Dict[str, float]]:
+        """One pass over the clean subset in a seeded random order (the reference's shuffle=True).
+
+        Continues the epoch in ``self.progress`` if one is under way. Returns the epoch's mean
+        training figures, or None when a callback's ``should_stop`` ended it early.
+        """
         ref_pred = self.reference_predictions(images)
-        order = torch.randperm(images.shape[0], generator=self.generator).to(images.device)
-        totals: Dict[str, float] = {}
-        n_batches = 0
-        for i in range(0, images.shape[0], self.cfg.batch_size):
-            idx = order[i:i + self.cfg.batch_size]
-            for k, v in self.step(images[idx], labels[idx], ref_pred[idx]).items():
-                totals[k] = totals.get(k, 0.0) + v
-            n_batches += 1
+        n, size = images.shape[0], self.cfg.batch_size
+        n_batches = -(-n // size)
+        if self.progress is None:
+            self.progress = EpochProgress(torch.randperm(n, generator=self.generator), 0, {})
+        p = self.progress
+        order = p.order.to(images.device)
+        self._callbacks.on_epoch_start(self, self.epoch, n_batches)
+        for i in range(p.next_batch * size, n, size):
+            idx = order[i:i + size]
+            stats = self.step(images[idx], labels[idx], ref_pred[idx])
+            for k, v in stats.items():
+                p.totals[k] = p.totals.get(k, 0.0) + v
+            p.next_batch += 1
+            self._callbacks.on_batch_end(self, self.epoch, p.next_batch, stats)
+            if self._callbacks.should_stop(self):
+                self._stop_requested = True
+                if p.next_batch < n_batches:
+                    return None
+        self.progress = None
         if self.scheduler is not None:
             self.scheduler.step()
         self.epoch += 1
-        return {f"train_{k}": v / max(1, n_batches) for k, v in totals.items()}
+        return {f"train_{k}": v / max(1, p.next_batch) for k, v in p.totals.items()}
 
     def fit(
         self,
@@ -204,38 +233,50 @@ class Unlearner:
         *,
         evaluate: Optional[Callable[[nn.Module], Dict[str, float]]] = None,
         on_epoch_end: Optional[Callable[["Unlearner", Dict[str, float]], None]] = None,
+        callbacks: Sequence[Callback] = (),
         epochs: Optional[int] = None,
     ) -> UnlearnResult:
         """Run epochs ``self.epoch + 1 .. epochs`` (default ``n_rounds``); returns model + history.
 
         ``evaluate(model)`` runs after each epoch and its figures join the history row;
-        ``on_epoch_end(self, row)`` is where callers checkpoint, log and plot.
+        ``on_epoch_end(self, row)`` is where callers checkpoint, log and plot (called before
+        ``callbacks``' own ``on_epoch_end``). ``callbacks``: see ``core/callbacks.py``.
         """
         images = self.precision.format(images.to(self.device))
         labels = labels.to(self.device)
         total = self.cfg.n_rounds if epochs is None else epochs
+        self._callbacks = CallbackList(([EpochEndFunction(on_epoch_end)] if on_epoch_end else []) + list(callbacks))
+        self._stop_requested = stopped = False
         modes = [(m, m.training) for m in self.model.modules()]
         self.model.eval()
         try:
-            while self.epoch < total:
+            self._callbacks.on_fit_start(self)
+            while self.epoch < total and not stopped:
                 t0 = time.perf_counter()
                 row: Dict[str, float] = {"epoch": float(self.epoch)}  # 0-based, as BackdoorBench's sau_df.csv
-                row.update(self.run_epoch(images, labels))
+                train = self.run_epoch(images, labels)
+                if train is None:  # stopped mid-epoch; self.progress says where
+                    stopped = True
+                    break
+                row.update(train)
                 row["time_unlearn_s"] = time.perf_counter() - t0
                 if evaluate is not None:
                     t1 = time.perf_counter()
                     row.update(evaluate(self.model))
                     row["time_eval_s"] = time.perf_counter() - t1
                 self.history.append(row)
-                if on_epoch_end is not None:
-                    on_epoch_end(self, row)
+                self._callbacks.on_epoch_end(self, row)
+                stopped = self._stop_requested
         finally:
             for m, training in modes:  # the caller's training mode, as torchattacks restores it
                 m.training = training
-        return UnlearnResult(self.model, self.history)
+            callbacks_now, self._callbacks = self._callbacks, CallbackList()
+            callbacks_now.on_fit_end(self, stopped)
+        return UnlearnResult(self.model, self.history, stopped)
 
     # ---- resume ---------------------------------------------------------------------------------
     def state_dict(self) -> dict:
+        p = self.progress
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -244,6 +285,9 @@ class Unlearner:
             "generator": self.generator.get_state(),
             "epoch": self.epoch,
             "history": [dict(r) for r in self.history],
+            # None between epochs; mid-epoch (after a should_stop): the order, batches done, sums so far
+            "progress": None if p is None else {"order": p.order.clone(), "next_batch": p.next_batch,
+                                                "totals": dict(p.totals)},
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -256,6 +300,8 @@ class Unlearner:
         self.generator.set_state(state["generator"])
         self.epoch = int(state["epoch"])
         self.history = [dict(r) for r in state["history"]]
+        p = state.get("progress")
+        self.progress = None if p is None else EpochProgress(p["order"].clone(), int(p["next_batch"]), dict(p["totals"]))
 
 
 def unlearn(
