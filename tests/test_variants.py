@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import sau_plugin
 from sau_plugin import ConfigError, SAUConfig, Unlearner
 from sau_plugin.core import PGDResult, SARLoss, register_variant
 from sau_plugin.core.variants import VARIANT_ALIASES, VARIANTS, get_variant
@@ -114,6 +115,7 @@ def test_register_variant_makes_the_name_a_valid_setting(registry):
 
     with pytest.raises(ConfigError, match="variant must be one of sau, at, ft, a\\+d, c\\+b; got 'fgsm\\+b'"):
         SAUConfig(variant="fgsm+b")
+    assert sau_plugin.register_variant is register_variant  # the README names it at the top level
     register_variant("fgsm+b", make_fgsm, SARLoss(), paper="FGSM+B")
     cfg = _cfg(variant="fgsm+b")
     assert (cfg.inner, cfg.outer) == ("make_fgsm", "sar") and get_variant("FGSM+B").paper == "FGSM+B"
