@@ -101,7 +101,7 @@ class Unlearner:
     (the subset has no augmentation); the purified model's clean predictions come from
     the forward of the clean loss term, once per batch. ``state_dict`` / ``load_state_dict``
     cover everything needed to resume bit-for-bit: model, optimizer, scheduler, shuffling
-    RNG, epoch and history.
+    RNG, epoch, history, and the progress of an epoch a callback stopped.
     """
 
     def __init__(
