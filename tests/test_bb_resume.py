@@ -119,3 +119,32 @@ def test_a_damaged_checkpoint_is_refused_then_overwrite_starts_over(uninterrupte
     sd, df = _final(attack, name)
     assert all(torch.equal(sd_full[k], sd[k]) for k in sd_full)
     pd.testing.assert_frame_equal(df_full, df)
+
+
+def test_a_run_stopped_by_a_callback_writes_no_result_and_resumes(tmp_path):
+    from sau_plugin.backdoorbench.defense import config_from_args, run_defense
+    from sau_plugin.cli import build_parser
+    from sau_plugin.core import Callback
+    from sau_plugin.errors import SAUError
+
+    class StopAt(Callback):  # after epoch 2 (0-based 1), batch 1
+        def __init__(self):
+            self.now = None
+
+        def on_batch_end(self, u, epoch, batch, stats):
+            self.now = (epoch, batch)
+
+        def should_stop(self, u):
+            return self.now == (1, 1)
+
+    attack, _ = bb.make_record(tmp_path, "cifar10", on_disk=True)
+    args = bb.cli_args(tmp_path, "cifar10", "--n_rounds", str(N_ROUNDS), "--batch_size", "10", "--defense_name", "cb")
+    cfg = config_from_args(build_parser(args).parse_args(args))
+    out = attack / "defense" / "cb"
+    with pytest.raises(SAUError, match=r"^stopped by a callback after epoch 2 batch 1; no result written; .*last\.pt "
+                                       r"holds epoch 1, rerun with --resume$"):
+        run_defense(cfg, progress=False, callbacks=[StopAt()])
+    assert not (out / "defense_result.pt").exists() and not (out / "sau_result.json").exists()
+    resumed = run_defense(config_from_args(build_parser(args).parse_args([*args, "--resume"])), progress=False)
+    assert (out / "defense_result.pt").is_file() and len(resumed.timings) > 0
+    assert torch.load(out / "checkpoint" / "last.pt", weights_only=False)["unlearner"]["epoch"] == N_ROUNDS

@@ -34,7 +34,7 @@ from .. import __version__, runtime
 from ..compat import require_compile
 from ..config import LOADERS, LR_SCHEDULER_STEPPINGS, SAUConfig, VARIANTS, load_yaml_mapping
 from ..core import Callback, Unlearner
-from ..errors import ConfigError, DatasetError, DeviceError, OutputError
+from ..errors import ConfigError, DatasetError, DeviceError, OutputError, SAUError
 from ..fileio import atomic_write_text
 from ..metrics import der, evaluate_backdoor, evaluate_clean
 from ..models import create_model, infer_model_kwargs, load_weights
@@ -371,14 +371,20 @@ def _run(cfg: SAUConfig, progress: bool, session: _LogSession, record: Optional[
         log.info("epoch %d/%d: %s, train loss %.4f", u.epoch, cfg.n_rounds, _figures(row), row.get("train_loss", math.nan))
 
     try:
-        unlearner.fit(*inp.clean, evaluate=evaluate, on_epoch_end=on_epoch_end,
-                      callbacks=[TqdmProgress(progress), *callbacks])
+        fitted = unlearner.fit(*inp.clean, evaluate=evaluate, on_epoch_end=on_epoch_end,
+                               callbacks=[TqdmProgress(progress), *callbacks])
     except Exception as exc:
         kept = f": {ckpt}, after epoch {unlearner.epoch}" if ckpt.is_file() else ""
         log.error("stopped: %s%s", exc, kept)
         if kept and hasattr(exc, "exit_code"):  # say where the last good state is
             raise type(exc)(f"{exc}{kept}") from None
         raise
+    if fitted.stopped and unlearner.epoch < cfg.n_rounds:  # a partial run is no result
+        p = unlearner.progress
+        where = f"epoch {unlearner.epoch + 1} batch {p.next_batch}" if p is not None else f"epoch {unlearner.epoch}"
+        kept = f"; {ckpt} holds epoch {unlearner.epoch}, rerun with --resume" if ckpt.is_file() else ""
+        log.error("stopped by a callback after %s%s", where, kept)
+        raise SAUError(f"stopped by a callback after {where}; no result written{kept}")
     timings.update(unlearn=spent["unlearn"], eval=spent["eval"], write=spent["write"])
     files = [index_file, log_file, ckpt]
     return _write_final(cfg, paths, inp, unlearner, initial, timings, t_start, files, device, notes)
