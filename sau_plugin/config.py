@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Optional, Tuple
 
-from .core.variants import VARIANT_ALIASES, VARIANTS, get_variant  # noqa: F401 - re-exported
+from .core.variants import VARIANT_ALIASES, VARIANTS, canonical_variant, get_variant  # noqa: F401 - re-exported
 from .errors import ConfigError
 
 NORM_TYPES = ("L_inf", "L2", "L1", "Reg")  # Reg: no projection, as in the reference
@@ -106,6 +106,8 @@ class SAUConfig:
     overwrite: bool = False
 
     def __post_init__(self) -> None:
+        if isinstance(self.variant, str):  # an alias ("A+B") is stored under the registry's name ("sau")
+            object.__setattr__(self, "variant", canonical_variant(self.variant))
         _validate(self)
 
     # ---- construction -------------------------------------------------------------------
@@ -215,8 +217,7 @@ def _coerce(key: str, value: Any) -> Any:
     if key == "steplr_milestones":
         return tuple(int(m) for m in value)
     if key == "variant" and isinstance(value, str):
-        low = value.strip().lower()
-        return VARIANT_ALIASES.get(low, low)
+        return canonical_variant(value)
     if key in ("client_optimizer", "lr_scheduler_stepping") and isinstance(value, str):
         return value.lower()
     if key == "lr_scheduler" and isinstance(value, str) and value.lower() in ("none", "constant", "null"):

@@ -136,6 +136,9 @@ def test_the_five_built_in_variants_are_registry_entries():
     assert pairs == {"sau": ("shared", "sar", "A+B"), "at": ("pgd", "at", "C+D"), "ft": (None, "ft", "FT"),
                      "a+d": ("shared", "at", "A+D"), "c+b": ("pgd", "sar", "C+B")}
     assert get_variant("vanilla_at").name == "at" and get_variant("A+B").name == "sau"
+    # the paper's names are accepted as keywords too, stored under the registry's name
+    assert [SAUConfig(variant=v).variant for v in ("A+B", " C+D ", "Finetune")] == ["sau", "at", "ft"]
+    assert SAUConfig().replace(variant="c+d").variant == "at"
 
 
 def test_the_outer_pass_is_one_documented_choice():
