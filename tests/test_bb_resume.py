@@ -147,4 +147,4 @@ def test_a_run_stopped_by_a_callback_writes_no_result_and_resumes(tmp_path):
     assert not (out / "defense_result.pt").exists() and not (out / "sau_result.json").exists()
     resumed = run_defense(config_from_args(build_parser(args).parse_args([*args, "--resume"])), progress=False)
     assert (out / "defense_result.pt").is_file() and len(resumed.timings) > 0
-    assert torch.load(out / "checkpoint" / "last.pt", weights_only=False)["unlearner"]["epoch"] == N_ROUNDS
+    assert load_trusted(out / "checkpoint" / "last.pt")["unlearner"]["epoch"] == N_ROUNDS
