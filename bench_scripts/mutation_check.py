@@ -70,7 +70,7 @@ MUTANTS: Tuple[Mutant, ...] = (
            "-torch.log(1e-6 + p_rest.clamp(max=0.999)) - torch.log(1 + 1e-6 - p_y.clamp(min=0.001))",
            "-torch.log(1e-6 + p_rest.clamp(max=0.99)) - torch.log(1 + 1e-6 - p_y.clamp(min=0.01))"),
     Mutant("potential_poison", "potential_poison without h_bd(x~) != h_bd(x)",
-           "sau_plugin/core/unlearn.py",
+           "sau_plugin/core/outer.py",
            "potential = (y_tilde != labels) & (y_tilde != clean_pred_ref)",
            "potential = y_tilde != labels"),
     Mutant("l2_rescale_inside", "L2 projection rescales samples inside the ball too",

@@ -12,7 +12,7 @@ peak memory is measured per mode, and the script prints the figures side by side
 * ``fp32``: the plugin with ``amp`` off. ``amp``: the plugin with ``amp`` on.
 
 On CPU the plugin keeps freed activation memory in the heap (``cpu_heap_reuse``, see
-``sau_plugin/core/allocator.py``); the reference runs with the default allocator, as
+``sau_plugin/runtime.py``); the reference runs with the default allocator, as
 BackdoorBench does. ``--heap-reuse all`` gives the reference the same allocator setting
 (so the ratio shows the pass structure alone), ``none`` takes it from the plugin.
 
@@ -101,8 +101,8 @@ def run_mode(args) -> dict:
     import torch
 
     from sau_plugin import SAUConfig, create_model
+    from sau_plugin import runtime
     from sau_plugin.compat import load_weights_only
-    from sau_plugin.core import heap_reuse_state, reuse_heap_memory
     from sau_plugin.models import infer_model_kwargs, load_weights
 
     torch.set_num_threads(args.threads)
@@ -119,19 +119,19 @@ def run_mode(args) -> dict:
     model_ref.load_state_dict(model.state_dict())
     model, model_ref = model.to(device).eval(), model_ref.to(device).eval()
     cfg = SAUConfig(device=args.device, amp=(args.mode == "amp"), batch_size=args.batch_size, n_rounds=args.epochs,
-                    random_seed=args.seed, lr_scheduler="none", compile=args.compile,
-                    cpu_heap_reuse=args.heap_reuse != "none")
-    if args.mode == "reference" and args.heap_reuse == "all" and device.type == "cpu":
-        reuse_heap_memory()
+                    random_seed=args.seed, lr_scheduler="none", compile=args.compile)
+    # the process-wide settings `defend` applies (the reference keeps the default allocator unless --heap-reuse all)
+    heap = (args.mode == "reference" and args.heap_reuse == "all") or (args.mode in ("fp32", "amp")
+                                                                      and args.heap_reuse != "none")
+    notes = runtime.configure(device, cpu_heap_reuse=heap)
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
         torch.cuda.reset_peak_memory_stats()
     if args.mode == "pretrain":
         return {"mode": "pretrain", **pretrain(model, data, args, device)}
     runner = run_reference if args.mode == "reference" else run_plugin
     rows = runner(model, model_ref, data, cfg, device)
     out = {"mode": args.mode, "rows": rows, "device": str(device), "threads": args.threads,
-           "allocator": heap_reuse_state() if device.type == "cpu" else "cuda caching allocator"}
+           "allocator": notes.allocator}
     if device.type == "cuda":
         out["peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
         out["gpu"] = torch.cuda.get_device_name()

@@ -62,6 +62,8 @@ def check_outputs(out: Path, name: str, n_rounds: int, n_train: int, ratio: floa
     assert result["der"] == pytest.approx(der(first["test_acc"], first["test_asr"], last["test_acc"], last["test_asr"]))
     assert set(result["timings_s"]) >= {"load", "clean_subset", "initial_eval", "unlearn", "eval", "write", "total"}
     assert result["allocator"].startswith("glibc heap reuse") or not sys.platform.startswith("linux")  # CPU default
+    log_text = "".join(p.read_text() for p in (out / "log").glob("*.log"))
+    assert f"runtime: {result['allocator']}" in log_text  # applied by the run layer, and logged
     assert {"torch", "numpy", "sau_plugin"} <= set(result["versions"]) and result["config"]["n_rounds"] == n_rounds
 
     indices = [int(v) for v in (out / "log" / "index.txt").read_text().split()]

@@ -1,9 +1,9 @@
 """A defense killed with SIGKILL in the middle of an epoch and resumed ends bit for bit
 where an uninterrupted run ends: same final state_dict, same <name>_df.csv.
 
-The kill point is made deterministic with the test hook SAU_PLUGIN_TEST_STALL_AT
-("EPOCH:BATCH:MARKER"): the run parks after that batch and writes MARKER; the test then
-kills it.
+The kill point is made deterministic by tests/stall.py, which runs ``defend`` with a
+callback that parks the run after a chosen batch and writes a marker; the test then kills
+it.
 """
 
 import os
@@ -19,7 +19,6 @@ import torch
 
 import bb_support as bb
 from csvutil import read_csv_exact
-from sau_plugin.run.defend import STALL_ENV
 from sau_plugin.compat import load_trusted, load_weights_only
 
 N_ROUNDS = 2  # 30 clean samples, batch 10: 3 batches per epoch
@@ -38,8 +37,8 @@ def _run(base: Path, name: str, *extra: str) -> None:
 
 def _kill_at(base: Path, name: str, epoch: int, batch: int) -> None:
     marker = base / f"stalled_{name}"
-    env = dict(ENV, **{STALL_ENV: f"{epoch}:{batch}:{marker}"})
-    proc = subprocess.Popen(_args(base, name), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stall = [sys.executable, str(Path(__file__).with_name("stall.py")), str(epoch), str(batch), str(marker)]
+    proc = subprocess.Popen(stall + _args(base, name)[3:], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
     while not marker.exists():
         assert proc.poll() is None, proc.stderr.read().decode()
@@ -148,3 +147,32 @@ def test_resume_refuses_a_change_that_moves_the_numbers_in_one_line(uninterrupte
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "written with other settings (trigger_norm: 0.2 -> 0.1)" in err and err.count("\n") == 1
+
+
+def test_a_run_stopped_by_a_callback_writes_no_result_and_resumes(tmp_path):
+    from sau_plugin.backdoorbench.defense import config_from_args, run_defense
+    from sau_plugin.cli import build_parser
+    from sau_plugin.core import Callback
+    from sau_plugin.errors import SAUError
+
+    class StopAt(Callback):  # after epoch 2 (0-based 1), batch 1
+        def __init__(self):
+            self.now = None
+
+        def on_batch_end(self, u, epoch, batch, stats):
+            self.now = (epoch, batch)
+
+        def should_stop(self, u):
+            return self.now == (1, 1)
+
+    attack, _ = bb.make_record(tmp_path, "cifar10", on_disk=True)
+    args = bb.cli_args(tmp_path, "cifar10", "--n_rounds", str(N_ROUNDS), "--batch_size", "10", "--defense_name", "cb")
+    cfg = config_from_args(build_parser(args).parse_args(args))
+    out = attack / "defense" / "cb"
+    with pytest.raises(SAUError, match=r"^stopped by a callback after epoch 2 batch 1; no result written; .*last\.pt "
+                                       r"holds epoch 1, rerun with --resume$"):
+        run_defense(cfg, progress=False, callbacks=[StopAt()])
+    assert not (out / "defense_result.pt").exists() and not (out / "sau_result.json").exists()
+    resumed = run_defense(config_from_args(build_parser(args).parse_args([*args, "--resume"])), progress=False)
+    assert (out / "defense_result.pt").is_file() and len(resumed.timings) > 0
+    assert load_trusted(out / "checkpoint" / "last.pt")["unlearner"]["epoch"] == N_ROUNDS

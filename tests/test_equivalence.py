@@ -195,9 +195,11 @@ def package(fx: Fixture, cfg: SAUConfig, split: bool) -> Run:
             run.poisoned.append(round(stats["potential_poison"] * images.shape[0]))
             return stats
 
-    u = Recording(copy.deepcopy(fx.model), copy.deepcopy(fx.model_ref), cfg, mean=MEAN, std=STD)
-    assert u.split_outer == (not cfg.train_mode)  # on CPU with fixed BatchNorm
-    u.split_outer = split
+    auto = Unlearner(copy.deepcopy(fx.model), copy.deepcopy(fx.model_ref), cfg, mean=MEAN, std=STD)
+    assert auto.split_outer == (not cfg.train_mode)  # on CPU with fixed BatchNorm
+    u = Recording(copy.deepcopy(fx.model), copy.deepcopy(fx.model_ref), cfg, mean=MEAN, std=STD,
+                  outer_pass="split" if split else "joint")
+    assert u.split_outer == split
     attack = u.attack
 
     def recorded_attack(*args, **kwargs):

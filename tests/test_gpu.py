@@ -52,3 +52,13 @@ def test_defend_cli_on_cuda(tmp_path):
     assert main(args) == 0
     out = json.loads((tmp_path / "record" / "attack" / "defense" / "sau" / "sau_result.json").read_text())
     assert out["config"]["device"] == "cuda" and out["config"]["amp"] is True
+
+
+def test_the_core_leaves_cudnn_benchmark_and_runtime_sets_it(task, monkeypatch):
+    from sau_plugin import runtime
+
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)  # restored after the test
+    _purify(task, amp=False)
+    assert torch.backends.cudnn.benchmark is False
+    assert runtime.configure(torch.device("cuda")).cudnn == "cudnn.benchmark on"
+    assert torch.backends.cudnn.benchmark is True

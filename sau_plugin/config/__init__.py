@@ -26,21 +26,13 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping, Optional, Tuple, Union
 
+from ..core.variants import VARIANT_ALIASES, VARIANTS, canonical_variant, get_variant  # noqa: F401
 from ..errors import ConfigError
 from .schema import BACKDOORBENCH as BB
 from .schema import METHOD, PLUGIN, RUN, YAML_ONLY, coerce, plain, setting, setting_of, type_problem
 
 NORM_TYPES = ("L_inf", "L2", "L1", "Reg")  # Reg: no projection, as in the reference
 PGD_INITS = ("max", "min", "zero", "random")
-# variant name -> (inner maximisation, outer minimisation); paper Table 5.
-VARIANTS = {
-    "sau": ("shared", "sar"),  # A + B
-    "at": ("pgd", "at"),  # C + D, vanilla adversarial training
-    "ft": (None, "ft"),  # fine-tuning on clean data only
-    "a+d": ("shared", "at"),
-    "c+b": ("pgd", "sar"),
-}
-VARIANT_ALIASES = {"a+b": "sau", "c+d": "at", "vanilla_at": "at", "finetune": "ft", "fine-tuning": "ft"}
 # BackdoorBench's names (argparser_opt_scheduler) and none; the reference accepts them all and steps none.
 LR_SCHEDULERS = ("CosineAnnealingLR", "StepLR", "MultiStepLR", "CyclicLR", "ReduceLROnPlateau", "none")
 EPOCH_SCHEDULERS = ("CosineAnnealingLR", "StepLR", "MultiStepLR")  # those lr_scheduler_stepping epoch can step
@@ -48,11 +40,6 @@ EPOCH_SCHEDULERS = ("CosineAnnealingLR", "StepLR", "MultiStepLR")  # those lr_sc
 LR_SCHEDULER_STEPPINGS = ("never", "epoch")
 OPTIMIZERS = ("adam", "sgd")
 LOADERS = ("auto", "backdoorbench", "standalone")
-
-
-def _variant_name(text: str) -> str:
-    low = text.strip().lower()
-    return VARIANT_ALIASES.get(low, low)
 
 
 def _scheduler_name(text: str) -> str:
@@ -133,7 +120,7 @@ class SAUConfig:
     # --- plugin --------------------------------------------------------------------------
     variant: str = setting("sau", f"{', '.join(VARIANTS)}: SAU (A+B), vanilla adversarial training (C+D), "
                            "fine-tuning, and the paper's ablations A+D and C+B (Table 5)", kind=METHOD,
-                           source=PLUGIN, normalize=_variant_name)
+                           source=PLUGIN, normalize=canonical_variant)
     amsgrad: bool = setting(True, "Adam's amsgrad (BackdoorBench's Adam uses it)", kind=METHOD, source=YAML_ONLY)
     compile: bool = setting(False, "torch.compile the models (torch >= 2.0)", kind=RUN, source=PLUGIN, flag="switch")
     cpu_heap_reuse: bool = setting(True, "CPU: keep freed activation memory in the heap instead of page-faulting it "
@@ -201,12 +188,12 @@ class SAUConfig:
     @property
     def inner(self) -> Optional[str]:
         """Inner maximisation of the variant: 'shared' (A), 'pgd' (C) or None (FT)."""
-        return VARIANTS[self.variant][0]
+        return get_variant(self.variant).inner
 
     @property
     def outer(self) -> str:
         """Outer minimisation of the variant: 'sar' (B), 'at' (D) or 'ft'."""
-        return VARIANTS[self.variant][1]
+        return get_variant(self.variant).outer
 
 
 def load_yaml_mapping(path: Union[str, Path]) -> dict:

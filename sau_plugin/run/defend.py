@@ -8,33 +8,28 @@ is rewritten after every epoch (``--resume`` continues from it bit for bit); err
 import copy
 import logging
 import math
-import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
-import torch
 import torch.nn as nn
 
-from .. import __version__
+from .. import __version__, runtime
 from ..backdoorbench.record import AttackRecord
 from ..backdoorbench.transforms import normalized_batches
 from ..compat import require_compile
 from ..config import SAUConfig
-from ..core import Unlearner
+from ..core import Callback, Unlearner
+from ..errors import SAUError
 from ..metrics import der, evaluate_backdoor, evaluate_clean
 from . import checkpoint
+from .callbacks import TqdmProgress
 from .inputs import load_inputs, resolve_device
 from .logs import LogSession
 from .outputs import OutputDir, figures, no_defense_losses, versions
 
 log = logging.getLogger("sau_plugin")
-
-# Test hook: "EPOCH:BATCH:MARKER" stops after that batch (1-based), writes MARKER and waits to be killed.
-STALL_ENV = "SAU_PLUGIN_TEST_STALL_AT"
-
 
 @dataclass
 class DefenseOutcome:
@@ -48,20 +43,23 @@ class DefenseOutcome:
 
 
 def run_defense(cfg: SAUConfig, *, progress: bool = True, log_level: str = "info",
-                record: Optional[AttackRecord] = None) -> DefenseOutcome:
+                record: Optional[AttackRecord] = None, callbacks: Sequence[Callback] = ()) -> DefenseOutcome:
     """Run SAU on ``<cfg.record_dir>/<cfg.result_file>`` and write BackdoorBench's outputs.
 
     ``log_level`` ``debug`` adds shared PGD's per-batch diagnostics to the log. ``record``:
-    that folder's attack result when the caller has read it already.
+    that folder's attack result when the caller has read it already. ``callbacks`` are passed
+    to ``Unlearner.fit`` after the progress bar (see ``sau_plugin.core.callbacks``); a run one
+    of them stops writes no result.
     """
     session = LogSession(console=progress, level=log_level)
     try:
-        return _run(cfg, progress, session, record)
+        return _run(cfg, progress, session, record, callbacks)
     finally:
         session.close()
 
 
-def _run(cfg: SAUConfig, progress: bool, session: LogSession, record: Optional[AttackRecord]) -> DefenseOutcome:
+def _run(cfg: SAUConfig, progress: bool, session: LogSession, record: Optional[AttackRecord],
+         callbacks: Sequence[Callback]) -> DefenseOutcome:
     t_start = time.perf_counter()
     timings: Dict[str, float] = {}
     out = OutputDir.of(cfg)
@@ -82,10 +80,10 @@ def _run(cfg: SAUConfig, progress: bool, session: LogSession, record: Optional[A
     log.info("config: %s", cfg.to_dict())
     index_file = out.write_index(inp.indices)
 
-    model = inp.model.to(device)
-    unlearner = _Unlearner(model, copy.deepcopy(model), cfg, mean=inp.mean, std=inp.std)
-    unlearner.progress = progress
-    log.info("precision: %s; memory: %s", unlearner.precision.note, unlearner.allocator_note)
+    notes = runtime.configure(device, cpu_heap_reuse=cfg.cpu_heap_reuse)  # process-wide: the run's job, not the core's
+    model = inp.model.to(device).eval()  # DefenseOutcome.model is handed back in eval mode
+    unlearner = Unlearner(model, copy.deepcopy(model), cfg, mean=inp.mean, std=inp.std, copy_ref=False)
+    log.info("precision: %s; runtime: %s", unlearner.precision.note, notes)
 
     def evaluate(net: nn.Module) -> Dict[str, float]:
         kw = dict(mean=inp.mean, std=inp.std, batch_size=cfg.batch_size, device=device)
@@ -117,13 +115,20 @@ def _run(cfg: SAUConfig, progress: bool, session: LogSession, record: Optional[A
         log.info("epoch %d/%d: %s, train loss %.4f", u.epoch, cfg.n_rounds, figures(row), row.get("train_loss", math.nan))
 
     try:
-        unlearner.fit(*inp.clean, evaluate=evaluate, on_epoch_end=on_epoch_end)
+        fitted = unlearner.fit(*inp.clean, evaluate=evaluate, on_epoch_end=on_epoch_end,
+                               callbacks=[TqdmProgress(progress), *callbacks])
     except Exception as exc:
         kept = f": {out.checkpoint}, after epoch {unlearner.epoch}" if out.checkpoint.is_file() else ""
         log.error("stopped: %s%s", exc, kept)
         if kept and hasattr(exc, "exit_code"):  # say where the last good state is
             raise type(exc)(f"{exc}{kept}") from None
         raise
+    if fitted.stopped and unlearner.epoch < cfg.n_rounds:  # a partial run is no result
+        p = unlearner.progress
+        where = f"epoch {unlearner.epoch + 1} batch {p.next_batch}" if p is not None else f"epoch {unlearner.epoch}"
+        kept = f"; {out.checkpoint} holds epoch {unlearner.epoch}, rerun with --resume" if out.checkpoint.is_file() else ""
+        log.error("stopped by a callback after %s%s", where, kept)
+        raise SAUError(f"stopped by a callback after {where}; no result written{kept}")
     timings.update(unlearn=spent["unlearn"], eval=spent["eval"], write=spent["write"])
 
     # csv, summary, plots and sau_result.json; defense_result.pt last, so a failed run leaves none.
@@ -141,48 +146,10 @@ def _run(cfg: SAUConfig, progress: bool, session: LogSession, record: Optional[A
         "dataset": rec.clean_data, "no_defense": before, "no_defense_losses": no_defense_losses(initial),
         "final": after, "der": der_pct, "epochs_run": unlearner.epoch, "n_clean": len(inp.indices),
         "n_test": len(data.clean_test), "n_bd_test": len(data.bd_test), "loader": data.loader, "device": str(device),
-        "precision": unlearner.precision.note, "allocator": unlearner.allocator_note, "timings_s": timings,
+        "precision": unlearner.precision.note, "allocator": notes.allocator, "timings_s": timings,
         "versions": versions(), "attack_summary": out.attack_summary(), "config": cfg.to_dict(),
         "files": [str(f) for f in files],
     })
     out.write_model(rec.model_name, rec.num_classes, unlearner.model)
     log.info("final: %s, DER %.2f%%; wrote %s", after, der_pct, out.out)
     return DefenseOutcome(out.out, before, after, der_pct, timings, files, unlearner.model)
-
-
-# ---- progress bars and the kill-test hook ----------------------------------------------------------------
-
-def _maybe_stall(epoch: int, batch: int) -> None:
-    """Test hook (see STALL_ENV): park the run at a chosen batch so a test can SIGKILL it there."""
-    spec = os.environ.get(STALL_ENV)
-    if spec:
-        e, b, marker = spec.split(":", 2)
-        if (int(e), int(b)) == (epoch, batch):
-            Path(marker).write_text(f"{epoch}:{batch}\n")
-            while True:
-                time.sleep(1)
-
-
-class _Unlearner(Unlearner):
-    """The core's loop with a per-batch progress bar per epoch."""
-
-    progress = False
-    _bar = None
-    _batch = 0
-
-    def run_epoch(self, images: torch.Tensor, labels: torch.Tensor) -> Dict[str, float]:
-        from tqdm import tqdm
-
-        total = math.ceil(images.shape[0] / self.cfg.batch_size)
-        with tqdm(total=total, desc=f"SAU epoch {self.epoch + 1}/{self.cfg.n_rounds}", unit="batch",
-                  disable=not self.progress, leave=False, file=sys.stderr) as self._bar:
-            self._batch = 0
-            return super().run_epoch(images, labels)
-
-    def step(self, images: torch.Tensor, labels: torch.Tensor, clean_pred_ref: torch.Tensor) -> Dict[str, float]:
-        stats = super().step(images, labels, clean_pred_ref)
-        self._batch += 1
-        if self._bar is not None:
-            self._bar.update(1)
-        _maybe_stall(self.epoch + 1, self._batch)
-        return stats
