@@ -69,3 +69,16 @@ def test_fit_gives_the_purified_model_its_training_mode_back():
     with pytest.raises(NonFiniteLossError):
         u.fit(nan, y, epochs=2)  # a failing fit restores the mode too
     assert [m.training for m in model.modules()] == modes
+
+
+def test_the_core_reads_only_the_methods_hyperparameters():
+    from sau_plugin import SAUConfig, Unlearner
+    from sau_plugin.config import MethodConfig
+
+    model, ref = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3)), torch.nn.Linear(4, 3)
+    ref = torch.nn.Sequential(torch.nn.Flatten(), ref)
+    full = SAUConfig(device="cpu", record_dir="/nowhere", n_rounds=1, lr=0.5)
+    u = Unlearner(model, ref, full)
+    assert isinstance(u.cfg, MethodConfig) and u.cfg == full.method()
+    assert not hasattr(u.cfg, "device") and not hasattr(u.cfg, "record_dir")
+    assert Unlearner(model, ref, full.method()).cfg == full.method()  # a MethodConfig is taken as it is

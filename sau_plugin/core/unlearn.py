@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy as copy_module
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -28,7 +28,7 @@ from .precision import Precision, choose_precision
 from .variants import AttackContext, get_variant
 
 if TYPE_CHECKING:  # the core only reads attributes of the config
-    from ..config import SAUConfig
+    from ..config import MethodConfig, SAUConfig
 
 
 @dataclass
@@ -108,7 +108,7 @@ class Unlearner:
         self,
         model: nn.Module,
         model_ref: nn.Module,
-        cfg: "SAUConfig",
+        cfg: Union["SAUConfig", "MethodConfig"],
         *,
         mean: Sequence[float] = (0.0,),
         std: Sequence[float] = (1.0,),
@@ -117,14 +117,18 @@ class Unlearner:
         attack: Optional[Callable[..., Any]] = None,
         outer_loss: Optional[Callable[..., Dict[str, torch.Tensor]]] = None,
         outer_pass: str = "auto",
+        compile: Optional[bool] = None,
     ):
-        self.cfg = cfg
+        # The core reads only the method's hyperparameters (MethodConfig); whether to torch.compile is a
+        # setting of the run, taken from a full SAUConfig unless given.
+        use_compile = bool(getattr(cfg, "compile", False)) if compile is None else compile
+        self.cfg = cfg = cfg.method() if hasattr(cfg, "method") else cfg
         self.device = next(model.parameters()).device
         self.precision = precision or choose_precision(self.device, cfg.amp)
         self.model = self.precision.prepare(model)
         self.model_ref = frozen_reference(model_ref, self.precision, copy=copy_ref)
-        self.forward = compiled(self.model) if cfg.compile else self.model
-        self.forward_ref = compiled(self.model_ref) if cfg.compile else self.model_ref
+        self.forward = compiled(self.model) if use_compile else self.model
+        self.forward_ref = compiled(self.model_ref) if use_compile else self.model_ref
         self.optimizer = make_optimizer(self.model, cfg)
         self.scheduler = make_scheduler(self.optimizer, cfg)
         self.scaler = self.precision.make_scaler()
