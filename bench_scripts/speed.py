@@ -101,7 +101,7 @@ def run_mode(args) -> dict:
     import torch
 
     from sau_plugin import SAUConfig, create_model
-    from sau_plugin.compat import load_weights_only
+    from sau_plugin.safeload import load_weights_only
     from sau_plugin.core import heap_reuse_state, reuse_heap_memory
     from sau_plugin.models import infer_model_kwargs, load_weights
 

@@ -14,10 +14,9 @@ from PIL import Image
 import bb_support as bb
 from sau_plugin.backdoorbench.attack_result import PoisonedSplit, save_attack_result
 from sau_plugin.backdoorbench.datasets import load_split
-from sau_plugin.backdoorbench.record import (allowed_global_names, dataset_root, poisoned_test_set,
-                                             read_attack_result, rename_by_position, resolve_image_path,
-                                             safe_torch_load)
-from sau_plugin.compat import load_trusted
+from sau_plugin.backdoorbench.record import (dataset_root, poisoned_test_set, read_attack_result, rename_by_position,
+                                             resolve_image_path)
+from sau_plugin.safeload import allowed_global_names, load_trusted, safe_torch_load
 from sau_plugin.errors import RecordError, UnsafePickleError
 
 one_thread = bb.one_thread_fixture()

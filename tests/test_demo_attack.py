@@ -10,7 +10,7 @@ from PIL import Image
 
 from csvutil import read_csv_exact
 from sau_plugin.cli import main
-from sau_plugin.compat import load_trusted
+from sau_plugin.safeload import load_trusted
 from sau_plugin.demo import data
 from sau_plugin.demo.attack import AttackSettings, generate
 from sau_plugin.errors import DatasetError

@@ -19,7 +19,7 @@ from ..config import SAUConfig
 from ..core import Unlearner
 from ..errors import ConfigError, RecordError
 from ..fileio import atomic_save
-from .record import safe_torch_load
+from ..safeload import safe_torch_load
 
 FORMAT = "sau_plugin.checkpoint/1"
 # Keys that do not change the numbers, so a run may be resumed with other values.

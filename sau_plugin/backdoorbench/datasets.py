@@ -8,11 +8,9 @@ reader, ImageFolder for Tiny ImageNet). Folder datasets decode images on demand.
 
 from __future__ import annotations
 
-import codecs
 import csv
 import gzip
 import os
-import pickle
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,8 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DatasetError
+from ..safeload.allowlist import dataset_allowlist
+from ..safeload.unpickler import Damaged, RefusedGlobal, restricted_pickle_module
 
 # torchvision's IMG_EXTENSIONS (ImageFolder's filter, compared in lower case)
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -68,24 +68,18 @@ def _need(path: Path, what: str) -> Path:
 
 # ---- CIFAR (python pickled batches) ----------------------------------------------------------------
 
-class _ArrayOnlyUnpickler(pickle.Unpickler):
-    """CIFAR batches are pickles: allow numpy array reconstruction, nothing else."""
-
-    def find_class(self, module: str, name: str):
-        from .record import numpy_globals  # one allowlist for both kinds of file
-
-        name_ = f"{module}.{name}"
-        obj = codecs.encode if name_ == "_codecs.encode" else numpy_globals().get(name_)  # encode: bytes in protocol 2
-        if obj is None:
-            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a dataset file")
-        return obj
-
-
 def _cifar_pickle(path: Path) -> dict:
     _need(path, "CIFAR batch file")
     try:
         with open(path, "rb") as f:
-            data = _ArrayOnlyUnpickler(f, encoding="latin1").load()
+            # CIFAR batches are pickles: numpy arrays and nothing else may be reconstructed
+            data = restricted_pickle_module(dataset_allowlist()).Unpickler(f, encoding="latin1").load()
+    except RefusedGlobal as exc:
+        raise DatasetError(f"cannot read CIFAR batch {str(path)!r} (UnpicklingError: global {exc.name} is not allowed "
+                           f"in a dataset file); re-download it") from None
+    except Damaged as exc:
+        exc = exc.cause
+        raise DatasetError(f"cannot read CIFAR batch {str(path)!r} ({exc.__class__.__name__}: {exc}); re-download it") from None
     except Exception as exc:  # a dataset file is untrusted input: any failure is a bad file
         raise DatasetError(f"cannot read CIFAR batch {str(path)!r} ({exc.__class__.__name__}: {exc}); re-download it") from None
     if not isinstance(data, dict) or "data" not in data:

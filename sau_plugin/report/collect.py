@@ -327,7 +327,7 @@ def read_attack_info(attack_dir: Path) -> Dict[str, object]:
     path = attack_dir / "info.pickle"
     if not path.is_file():
         return {}
-    from ..compat import load_weights_only
+    from ..safeload import load_weights_only
 
     try:
         info = load_weights_only(path, what="info.pickle", fix="metadata skipped")

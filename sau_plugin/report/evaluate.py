@@ -36,7 +36,7 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from ..compat import load_weights_only
+from ..safeload import load_weights_only
 from ..errors import RecordError, SAUError
 from ..metrics import batches, evaluate_backdoor, evaluate_clean
 from ..models import create_model, infer_model_kwargs, load_weights
