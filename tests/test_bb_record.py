@@ -147,6 +147,9 @@ def test_rename_by_position_like_backdoorbench():
     sd = {"a.weight": torch.zeros(2), "a.bias": torch.ones(1)}
     assert list(rename_by_position(sd, ["x.weight", "x.bias"])) == ["x.weight", "x.bias"]
     assert rename_by_position(sd, ["x.weight"]) == sd  # counts differ: left for load_weights to report
+    model_sd = {"x.weight": torch.zeros(2), "x.bias": torch.zeros(3)}  # names differ and one shape differs
+    assert list(rename_by_position(sd, model_sd)) == ["a.weight", "a.bias"]  # unchanged: load_weights names a.*
+    assert list(rename_by_position(sd, {"x.weight": torch.ones(2), "x.bias": torch.ones(1)})) == ["x.weight", "x.bias"]
 
 
 def test_poisoned_png_paths_are_resolved_when_the_folder_moved(tmp_path):

@@ -289,6 +289,16 @@ def test_reevaluate_reads_no_test_set_when_nothing_is_saved(record, capsys, stub
     assert "badnet_0_1/defense/sau: no defense_result.pt to re-evaluate" in out  # its CSV is not used instead
 
 
+def test_reevaluate_renames_keys_by_position_as_backdoorbench_loads(record, capsys, stub_record):
+    # the classifier saved under another name (same shapes, same order)
+    state = {k.replace("linear.", "fc."): v for k, v in constant_model_state(3, predict=2).items()}
+    save_defense(record, "badnet_0_1", "sau", state)
+    code, out, _ = run_cli(capsys, "--record_dir", str(record), "--attacks", "badnet_0_1", "--defenses", "sau",
+                           "--reevaluate", "--format", "csv")
+    assert code == 0
+    assert list(csv.reader(io.StringIO(out)))[1][5:8] == ["50.00", "0.00", "50.00"]  # predicts 2 everywhere
+
+
 def test_reevaluate_reports_unusable_files(record, capsys, stub_record):
     d = record / "badnet_0_1" / "defense" / "sau"
     d.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ from typing import Dict, NamedTuple, Sequence, Tuple
 
 import torch
 
-from .defense import build_model
+from ..models import build_model
 from .loaders import eval_tensors, load_data
 from .record import read_attack_result
 from .transforms import normalization
@@ -36,4 +36,6 @@ def load_eval_sets(attack_dir: Path | str, *, loader: str = "standalone", trust_
 def load_attack_model(attack_dir: Path | str, *, trust_pickle: bool = False) -> Tuple[str, int, Dict[str, torch.Tensor]]:
     """(model_name, num_classes, state_dict) of the backdoored model, keys as the model expects."""
     record = read_attack_result(Path(attack_dir), trust_pickle=trust_pickle)
-    return record.model_name, record.num_classes, build_model(record, record.state_dict).state_dict()
+    model = build_model(record.model_name, record.num_classes, record.state_dict,
+                        what=f"the weights in {str(record.path)!r}")
+    return record.model_name, record.num_classes, model.state_dict()

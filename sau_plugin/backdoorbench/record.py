@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from ..errors import RecordError, SAUError
+from ..models.weights import rename_by_position, strip_module_prefix  # noqa: F401 (rename: defense.py's import)
 from ..safeload import ATTACK_RESULT_FIX, brief_error, safe_torch_load
 
 log = logging.getLogger(__name__)
@@ -78,23 +79,6 @@ def _int_array(v: Any) -> Optional[np.ndarray]:
                                                                                 np.all(np.isfinite(v)) and np.all(v == np.round(v)))):
         return v.astype(np.int64)
     return None
-
-
-def strip_module_prefix(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """DataParallel saves keys as ``module.<key>``; the models know them without it."""
-    return {(k[7:] if k.startswith("module.") else k): v for k, v in state_dict.items()}
-
-
-def rename_by_position(state_dict: Mapping[str, torch.Tensor], model_keys: Sequence[str]) -> Dict[str, torch.Tensor]:
-    """BackdoorBench's fallback: when the key names differ but the counts agree, take the
-    i-th tensor for the model's i-th key (only when every shape agrees too)."""
-    keys = list(state_dict)
-    if set(keys) == set(model_keys) or len(keys) != len(model_keys):
-        return dict(state_dict)
-    renamed = {new: state_dict[old] for old, new in zip(keys, model_keys)}
-    changed = [(old, new) for old, new in zip(keys, model_keys) if old != new]
-    log.info("renaming %d state_dict keys by position (as BackdoorBench does), e.g. %s -> %s", len(changed), *changed[0])
-    return renamed
 
 
 def _parse_bd_test(path: Path, state: Any, num_classes: int) -> Tuple[int, List[PoisonedEntry]]:

@@ -32,14 +32,14 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 
 from ..safeload import load_weights_only
 from ..errors import RecordError, SAUError
 from ..metrics import batches, evaluate_backdoor, evaluate_clean
-from ..models import create_model, infer_model_kwargs, load_weights
+from ..models import build_model
 from .collect import Figures, Run, defense_source, missing
 
 RECORD_MODULE = "sau_plugin.backdoorbench.evalsets"
@@ -80,31 +80,6 @@ def record_module():
     if not hasattr(module, "load_eval_sets"):
         raise RecordError(f"{RECORD_MODULE} has no load_eval_sets(attack_dir); --reevaluate cannot read test sets")
     return module
-
-
-def clean_state_dict(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Undo what BackdoorBench's defenses leave in a state_dict.
-
-    * a ``module.`` prefix (torch.nn.DataParallel, used with several GPUs);
-    * ``torch.nn.utils.prune``'s ``<p>_orig`` / ``<p>_mask`` pairs (FP saves its pruned
-      model with the pruning still attached): folded into ``<p> = orig * mask``.
-    """
-    state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
-    out = {}
-    for k, v in state.items():
-        if k.endswith("_orig") and k[:-len("_orig")] + "_mask" in state:
-            out[k[:-len("_orig")]] = v * state[k[:-len("_orig")] + "_mask"]
-        elif k.endswith("_mask") and k[:-len("_mask")] + "_orig" in state:
-            continue
-        else:
-            out[k] = v
-    return out
-
-
-def build_model(model_name: str, num_classes: int, state: Mapping[str, torch.Tensor], what: str) -> torch.nn.Module:
-    state = clean_state_dict(state)
-    model = create_model(model_name, int(num_classes), **infer_model_kwargs(model_name, state))
-    return load_weights(model, state, what=what)
 
 
 def load_defense_model(path: Path) -> torch.nn.Module:
@@ -183,5 +158,5 @@ class Reevaluator:
             raise RecordError(f"{source.split(',')[0]} does not run on the test images: {str(exc)[:200]}") from None
 
 
-__all__ = ["EvalSets", "Reevaluator", "record_module", "clean_state_dict", "build_model", "load_defense_model",
+__all__ = ["EvalSets", "Reevaluator", "record_module", "load_defense_model",
            "measure", "RECORD_MODULE"]
