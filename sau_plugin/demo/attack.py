@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..backdoorbench.attack_result import PoisonedSplit, save_attack_result
+from ..backdoorbench.metric_csv import write_metric_csvs
 from ..errors import ConfigError
 from ..fileio import atomic_save, atomic_write_text
 from ..metrics import batches, evaluate_backdoor, evaluate_clean
@@ -300,7 +301,7 @@ def generate(settings: AttackSettings, record_dir: Path | str = DEFAULT_RECORD_D
 
     save_attack_result(folder, model_name="preactresnet18", num_classes=NUM_CLASSES, state_dict=model.state_dict(),
                        data_path=DATA_PATH, img_size=(28, 28, 1), clean_data="mnist", bd_test=bd_test, bd_train=bd_train)
-    write_history(folder, history, "attack")
+    write_metric_csvs(folder, "attack", history)
     write_info(folder, settings)
     metrics = {k: float(v) for k, v in history[-1].items()}
     atomic_write_text(config_file, yaml.safe_dump({"settings": settings.to_dict(), "metrics": metrics,
@@ -316,19 +317,6 @@ def write_info(folder: Path, settings: AttackSettings) -> None:
             "pratio": settings.poison_ratio, "attack_label_trans": "all2all" if kind.all_to_all else "all2one",
             "attack_target": settings.target}
     atomic_save(folder / "info.pickle", lambda p: torch.save(info, p))
-
-
-def write_history(folder: Path, history: List[Dict[str, float]], prefix: str) -> None:
-    """``<prefix>_df.csv`` (one row per epoch) and ``<prefix>_df_summary.csv`` (rows last,
-    valid_max, exist_nan_value per column), as BackdoorBench's Metric_Aggregator writes them."""
-    import pandas as pd
-
-    df = pd.DataFrame(history)
-    summary = pd.DataFrame({col: [df[col].dropna().iloc[-1] if df[col].notna().any() else float("nan"),
-                                  df[col].max(), bool(df[col].isna().any())] for col in df.columns},
-                           index=["last", "valid_max", "exist_nan_value"])
-    atomic_write_text(folder / f"{prefix}_df.csv", df.to_csv())
-    atomic_write_text(folder / f"{prefix}_df_summary.csv", summary.to_csv())
 
 
 # ---- command line ------------------------------------------------------------------------------------------------
