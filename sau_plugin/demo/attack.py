@@ -49,6 +49,8 @@ from PIL import Image
 
 from ..backdoorbench.attack_result import PoisonedSplit, save_attack_result
 from ..backdoorbench.metric_csv import write_metric_csvs
+from ..backdoorbench.transforms import normalization
+from ..core.perturbation import PixelSpace
 from ..errors import ConfigError
 from ..fileio import atomic_save, atomic_write_text
 from ..metrics import batches, evaluate_backdoor, evaluate_clean
@@ -57,7 +59,7 @@ from . import triggers
 from .data import DATA_PATH, Split, ensure_mnist
 
 NUM_CLASSES = 10
-MEAN, STD = 0.5, 0.5  # BackdoorBench's MNIST normalisation
+MNIST_SPACE = PixelSpace(*normalization("mnist"))  # BackdoorBench's MNIST normalisation
 DEFAULT_RECORD_DIR = "sau_demo/record"
 
 
@@ -190,7 +192,7 @@ def poison_test(test: Split, settings: AttackSettings) -> PoisonedSplit:
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 (N, H, W) -> normalised float (N, 1, H, W), as ToTensor + Normalize(0.5, 0.5)."""
-    return (torch.from_numpy(np.ascontiguousarray(images)).float().div(255).unsqueeze(1) - MEAN) / STD
+    return MNIST_SPACE.normalize_uint8(torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1))
 
 
 # ---- training ------------------------------------------------------------------------------------------------------
@@ -239,11 +241,11 @@ def train_backdoored(model: nn.Module, x: torch.Tensor, y: torch.Tensor, y_true:
 
 def random_crop(x: torch.Tensor, padding: int, gen: torch.Generator) -> torch.Tensor:
     """Per-sample random crop of a zero-padded batch (BackdoorBench's RandomCrop(size, padding));
-    the padding is black, i.e. -MEAN/STD after normalisation."""
+    the padding is black, i.e. a normalised zero pixel."""
     if padding == 0:
         return x
     n, _, h, w = x.shape
-    padded = F.pad(x, (padding,) * 4, value=-MEAN / STD)
+    padded = F.pad(x, (padding,) * 4, value=float(MNIST_SPACE.normalize(torch.zeros(1, 1, 1, 1))))
     dy, dx = torch.randint(0, 2 * padding + 1, (2, n), generator=gen).tolist()
     return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
 

@@ -22,6 +22,7 @@ import torch
 
 from ..backdoorbench import evalsets
 from ..backdoorbench.evalsets import EvalSets
+from ..core.perturbation import PixelSpace
 from ..errors import RecordError, SAUError
 from ..metrics import batches, evaluate_backdoor, evaluate_clean
 from ..models import build_model
@@ -39,13 +40,11 @@ def load_defense_model(path: Path) -> torch.nn.Module:
 def measure(model: torch.nn.Module, sets: EvalSets, source: str, device: str = "cpu", batch_size: int = 256) -> Figures:
     """ACC, ASR and R-ACC of ``model`` on ``sets`` (normalised here with the sets' mean / std)."""
     model = model.to(device).eval()
-    channels = sets.x_clean.shape[1]
-    mean = torch.as_tensor(sets.mean, dtype=torch.float32).reshape(1, -1, 1, 1).expand(1, channels, 1, 1).to(device)
-    std = torch.as_tensor(sets.std, dtype=torch.float32).reshape(1, -1, 1, 1).expand(1, channels, 1, 1).to(device)
+    space = PixelSpace(sets.mean, sets.std).to(device)
 
     def normalised(data):
         for x, *rest in data:
-            yield ((x.float() - mean) / std, *rest)
+            yield (space.normalize(x.float()), *rest)
 
     clean = evaluate_clean(model, normalised(batches(sets.x_clean, sets.y_clean, batch_size=batch_size, device=device)))
     bd = evaluate_backdoor(model, normalised(batches(sets.x_bd, sets.y_bd, sets.y_orig, batch_size=batch_size,
