@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import gzip
 import os
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Sequence, Tuple
@@ -21,6 +20,7 @@ from PIL import Image
 
 from ..errors import DatasetError
 from ..safeload.allowlist import dataset_allowlist
+from .idx import decode_idx
 from ..safeload.unpickler import Damaged, RefusedGlobal, restricted_pickle_module
 
 # torchvision's IMG_EXTENSIONS (ImageFolder's filter, compared in lower case)
@@ -124,13 +124,8 @@ def _read_idx(path: Path, ndim: int) -> np.ndarray:
         raise DatasetError(f"MNIST file not found: looked for {str(candidates[0])!r} and {str(candidates[1])!r}")
     try:
         raw = gzip.decompress(found.read_bytes()) if found.suffix == ".gz" else found.read_bytes()
-        zero, dtype_code, dims = struct.unpack(">HBB", raw[:4])
-        shape = struct.unpack(f">{dims}I", raw[4:4 + 4 * dims])
-        if zero != 0 or dtype_code != 0x08 or dims != ndim:
-            raise ValueError(f"header says type 0x{dtype_code:02x} with {dims} dims")
-        arr = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims)
-        return arr.reshape(shape)
-    except (OSError, EOFError, ValueError, struct.error) as exc:
+        return decode_idx(raw, ndim=ndim)
+    except (OSError, EOFError, ValueError) as exc:  # IdxError is a ValueError; gzip raises the others
         raise DatasetError(f"MNIST file {str(found)!r} is not a valid idx file ({exc}); re-download it") from None
 
 
