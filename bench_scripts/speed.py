@@ -5,7 +5,7 @@ Every mode runs on the same model, data and seed, each in its own subprocess so 
 peak memory is measured per mode, and the script prints the figures side by side:
 
 * ``reference``: the reference's pass structure, written from SAU_SPEC 2.1-2.2 and
-  section 5 (the literal re-statement in ``tests/reference_sau.py``, the one the
+  section 5 (the literal re-statement in ``sau_plugin/testing/reference.py``, the one the
   equivalence test checks the package against): clean forwards of both models at every
   PGD step, parameter gradients in PGD, the clean subset and test sets decoded from
   PIL images through a DataLoader every epoch, three evaluation passes, no autocast.
@@ -35,10 +35,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))  # reference_sau.py: the literal reference schedule
-sys.path.insert(0, str(HERE.parent))
 
 MODES = ("reference", "fp32", "amp")
 
@@ -102,7 +98,7 @@ def run_mode(args) -> dict:
 
     from sau_plugin import SAUConfig, create_model
     from sau_plugin import runtime
-    from sau_plugin.compat import load_weights_only
+    from sau_plugin.safeload import load_weights_only
     from sau_plugin.models import infer_model_kwargs, load_weights
 
     torch.set_num_threads(args.threads)
@@ -201,7 +197,7 @@ def run_reference(model, model_ref, data, cfg, device):
     import torch.nn.functional as F
     from PIL import Image
 
-    import reference_sau as ref
+    from sau_plugin.testing import reference as ref
 
     mean = torch.tensor(data["mean"]).view(1, -1, 1, 1).to(device)
     std = torch.tensor(data["std"]).view(1, -1, 1, 1).to(device)

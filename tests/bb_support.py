@@ -22,7 +22,7 @@ from PIL import Image
 
 from sau_plugin.backdoorbench.attack_result import PoisonedSplit, save_attack_result
 from sau_plugin.backdoorbench.datasets import load_split
-from sau_plugin.compat import load_trusted
+from sau_plugin.safeload import load_trusted
 from sau_plugin.models import create_model
 
 TARGET = 0  # all-to-one target label of the test attacks

@@ -13,7 +13,8 @@ from PIL import Image
 import bb_support as bb
 from sau_plugin.backdoorbench.datasets import load_split
 from sau_plugin.run.inputs import choose_clean_indices
-from sau_plugin.backdoorbench.transforms import normalization, normalize, pil_to_uint8, stack_images
+from sau_plugin.backdoorbench.transforms import normalization, pil_to_uint8, stack_images
+from sau_plugin.core import PixelSpace
 from sau_plugin.config import SAUConfig
 from sau_plugin.errors import ConfigError, DatasetError
 
@@ -94,7 +95,7 @@ def test_transform_is_bilinear_resize_then_to_tensor_then_normalize():
     mean, std = normalization("cifar10")
     batch = stack_images([img, img], (8, 8), 3)
     expected = (batch.float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
-    assert torch.equal(normalize(batch, mean, std), expected)
+    assert torch.equal(PixelSpace(mean, std).normalize_uint8(batch), expected)
     with pytest.raises(ConfigError, match="no normalisation"):
         normalization("svhn")
 

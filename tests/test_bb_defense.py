@@ -21,9 +21,10 @@ from csvutil import read_csv_exact
 from sau_plugin.backdoorbench.datasets import load_split
 from sau_plugin.backdoorbench.defense import sau
 from sau_plugin.backdoorbench.install import MARKER
-from sau_plugin.backdoorbench.results import DF_COLUMNS, LOSS_COLUMNS, SUMMARY_ROWS
+from sau_plugin.backdoorbench.metric_csv import SUMMARY_ROWS
+from sau_plugin.backdoorbench.results import DF_COLUMNS, LOSS_COLUMNS
 from sau_plugin.cli import main
-from sau_plugin.compat import load_weights_only
+from sau_plugin.safeload import load_weights_only
 from sau_plugin.metrics import der
 from sau_plugin.models import create_model, infer_model_kwargs, load_weights
 

@@ -16,7 +16,7 @@ import bb_support as bb
 from sau_plugin import errors
 from sau_plugin.backdoorbench.defense import run_defense
 from sau_plugin.cli import main
-from sau_plugin.compat import load_trusted
+from sau_plugin.safeload import load_trusted
 from sau_plugin.config import SAUConfig
 from sau_plugin.models import create_model
 

@@ -14,10 +14,10 @@ from PIL import Image
 import bb_support as bb
 from sau_plugin.backdoorbench.attack_result import PoisonedSplit, save_attack_result
 from sau_plugin.backdoorbench.datasets import load_split
-from sau_plugin.backdoorbench.record import (allowed_global_names, dataset_root, poisoned_test_set,
-                                             read_attack_result, rename_by_position, resolve_image_path,
-                                             safe_torch_load)
-from sau_plugin.compat import load_trusted
+from sau_plugin.backdoorbench.record import (dataset_root, poisoned_test_set, read_attack_result,
+                                             resolve_image_path)
+from sau_plugin.models.weights import rename_by_position
+from sau_plugin.safeload import allowed_global_names, load_trusted, safe_torch_load
 from sau_plugin.errors import RecordError, UnsafePickleError
 
 one_thread = bb.one_thread_fixture()
@@ -148,6 +148,9 @@ def test_rename_by_position_like_backdoorbench():
     sd = {"a.weight": torch.zeros(2), "a.bias": torch.ones(1)}
     assert list(rename_by_position(sd, ["x.weight", "x.bias"])) == ["x.weight", "x.bias"]
     assert rename_by_position(sd, ["x.weight"]) == sd  # counts differ: left for load_weights to report
+    model_sd = {"x.weight": torch.zeros(2), "x.bias": torch.zeros(3)}  # names differ and one shape differs
+    assert list(rename_by_position(sd, model_sd)) == ["a.weight", "a.bias"]  # unchanged: load_weights names a.*
+    assert list(rename_by_position(sd, {"x.weight": torch.ones(2), "x.bias": torch.ones(1)})) == ["x.weight", "x.bias"]
 
 
 def test_poisoned_png_paths_are_resolved_when_the_folder_moved(tmp_path):

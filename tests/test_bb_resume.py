@@ -19,7 +19,7 @@ import torch
 
 import bb_support as bb
 from csvutil import read_csv_exact
-from sau_plugin.compat import load_trusted, load_weights_only
+from sau_plugin.safeload import load_trusted, load_weights_only
 
 N_ROUNDS = 2  # 30 clean samples, batch 10: 3 batches per epoch
 ENV = dict(os.environ, PYTHONPATH=str(bb.REPO), OMP_NUM_THREADS="1")

@@ -11,7 +11,8 @@ those rows only (an int ``epoch`` stays an int in both rows).
 
 import pytest
 
-from sau_plugin.backdoorbench.results import METRIC_COLUMNS, metrics_frame, summary_frame, write_csv
+from sau_plugin.backdoorbench.metric_csv import metrics_frame, summary_frame, write_csv
+from sau_plugin.backdoorbench.results import METRIC_COLUMNS
 
 HEADER = (",epoch,clean_test_loss_avg_over_batch,bd_test_loss_avg_over_batch,ra_test_loss_avg_over_batch,"
           "test_acc,test_asr,test_ra\n")

@@ -9,8 +9,9 @@ import yaml
 from PIL import Image
 
 from csvutil import read_csv_exact
+from sau_plugin.backdoorbench.idx import decode_idx, encode_idx
 from sau_plugin.cli import main
-from sau_plugin.compat import load_trusted
+from sau_plugin.safeload import load_trusted
 from sau_plugin.demo import data
 from sau_plugin.demo.attack import AttackSettings, generate
 from sau_plugin.errors import DatasetError
@@ -25,16 +26,16 @@ TINY = dict(epochs=1, width=4, batch_size=256)  # seconds on 2 CPU cores; figure
 # ---- data ------------------------------------------------------------------------------------------------------
 def test_idx_round_trip_and_header():
     imgs = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
-    raw = data.encode_idx(imgs)
+    raw = encode_idx(imgs)
     assert raw[:4] == b"\x00\x00\x08\x03" and raw[4:16] == b"\x00\x00\x00\x02\x00\x00\x00\x03\x00\x00\x00\x04"
-    assert (data.decode_idx(raw) == imgs).all()
+    assert (decode_idx(raw) == imgs).all()
     labels = np.array([3, 1, 4], np.uint8)
-    assert data.encode_idx(labels)[:8] == b"\x00\x00\x08\x01\x00\x00\x00\x03"
-    assert (data.decode_idx(data.encode_idx(labels)) == labels).all()
+    assert encode_idx(labels)[:8] == b"\x00\x00\x08\x01\x00\x00\x00\x03"
+    assert (decode_idx(encode_idx(labels)) == labels).all()
     with pytest.raises(DatasetError, match="holds"):
-        data.decode_idx(raw[:-1])
+        decode_idx(raw[:-1])
     with pytest.raises(DatasetError, match="not an idx"):
-        data.decode_idx(b"\x00" * 16)
+        decode_idx(b"\x00" * 16)
 
 
 def test_split_is_stratified_deterministic_and_real_mnist():

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from sau_plugin.demo import triggers
-from sau_plugin.demo.attack import AttackSettings, poison_indices, poison_test, poison_train, random_crop
+from sau_plugin.demo.attack import random_crop
+from sau_plugin.demo.poison import AttackSettings, poison_indices, poison_test, poison_train
 from sau_plugin.demo.data import Split
 from sau_plugin.errors import ConfigError
 

@@ -1,4 +1,4 @@
-"""The package's SAU equals a literal re-statement of the reference (tests/reference_sau.py).
+"""The package's SAU equals a literal re-statement of the reference (sau_plugin/testing/reference.py).
 
 On a small *trained* backdoored model and a partly purified copy (float64, trained in a
 few seconds once per session), run for whole epochs by both implementations with the
@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import bb_support as bb
-import reference_sau as ref
+from sau_plugin.testing import reference as ref
 from sau_plugin import SAUConfig, Unlearner
 
 one_thread = bb.one_thread_fixture()  # tiny tensors: a second thread only adds contention
@@ -137,7 +137,7 @@ class Run:
     poisoned: List[int] = field(default_factory=list)  # samples selected for L_sar per batch (last outer step)
     lrs: List[float] = field(default_factory=list)  # lr in force for each epoch
     state: Dict[str, torch.Tensor] = field(default_factory=dict)
-    trace: list = field(default_factory=list)  # the literal one's intermediate masks (reference_sau)
+    trace: list = field(default_factory=list)  # the literal one's intermediate masks (testing/reference.py)
 
 
 def _cfg(**changes) -> SAUConfig:

@@ -131,7 +131,6 @@ def parse_script(script: Path, args: List[str], monkeypatch) -> argparse.Namespa
     """Parse ``python SCRIPT ARGS`` with the script's own parser without running the script:
     its ``build_parser()`` when it has one, else its ``main`` stopped right after parse_args."""
     name = f"_readme_{script.stem}"
-    monkeypatch.setattr(sys, "path", list(sys.path))  # a script may put its folders on the path
     spec = importlib.util.spec_from_file_location(name, script)
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, name, module)

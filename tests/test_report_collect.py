@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from sau_plugin.report.collect import (collect, discover_attacks, read_attack_info, read_defense, read_final_row,
-                                       read_no_defense)
+from sau_plugin.report.collect import collect, discover_attacks, read_attack_info, read_defense, read_no_defense
+from sau_plugin.report.readers import read_final_row
 from sau_plugin.errors import RecordError
 
 from _record_tree import RecordTree, epoch_rows, metric_row, write_steps, write_summary

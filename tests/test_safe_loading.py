@@ -21,8 +21,9 @@ from PIL import Image
 
 import bb_support as bb
 from sau_plugin import compat
-from sau_plugin.backdoorbench import record
-from sau_plugin.backdoorbench.record import allowed_global_names, safe_torch_load, torch_globals
+from sau_plugin import safeload
+from sau_plugin.safeload import allowed_global_names, safe_torch_load, torch_globals
+from sau_plugin.safeload import allowlist, unpickler
 from sau_plugin.cli import main
 from sau_plugin.errors import CompatibilityError, ConfigError, RecordError, UnsafePickleError
 
@@ -63,7 +64,7 @@ def test_restricted_allowlist_is_exactly_torchs_own():
     except ImportError:
         pytest.skip(f"torch {torch.__version__} has no weights_only allowlist to compare with")
     assert set(torch_globals()) == set(_get_allowed_globals())
-    extra = record.restricted_allowlist(record._allowlist())
+    extra = unpickler.restricted_allowlist(allowlist.attack_allowlist())
     assert set(extra) == set(_get_allowed_globals()) | set(allowed_global_names())
 
 
@@ -115,7 +116,7 @@ def test_a_global_that_would_run_code_is_refused_by_name_and_never_runs(tmp_path
         assert not marker.exists() and victim.is_dir(), call.fn.__name__
     # control: the same file loaded without the allowlist does run the call
     torch.save({"x": [calls[0]]}, tmp_path / "bad.pt", _use_new_zipfile_serialization=not legacy)
-    compat.load_trusted(tmp_path / "bad.pt")
+    safeload.load_trusted(tmp_path / "bad.pt")
     assert marker.exists()
 
 
@@ -196,7 +197,7 @@ def test_a_failure_building_the_allowlist_is_not_reported_as_a_corrupt_file(tmp_
     def broken():
         raise ImportError("No module named 'numpy._core'")
 
-    monkeypatch.setattr(record, "_allowlist", broken)
+    monkeypatch.setattr(allowlist, "attack_allowlist", broken)
     with pytest.raises(CompatibilityError) as err:
         safe_torch_load(path)
     _assert_installation_error(str(err.value), "ImportError: No module named 'numpy._core'")
@@ -244,9 +245,9 @@ def test_the_command_line_names_a_missing_api_in_one_line(tmp_path, capsys, monk
 
 def test_trusted_loading_works_on_this_torch(tmp_path):
     torch.save({"frac": __import__("fractions").Fraction(1, 3)}, tmp_path / "x.pt")
-    assert compat.load_trusted(tmp_path / "x.pt")["frac"] == __import__("fractions").Fraction(1, 3)
+    assert safeload.load_trusted(tmp_path / "x.pt")["frac"] == __import__("fractions").Fraction(1, 3)
     with pytest.raises(UnsafePickleError, match="fractions.Fraction"):
-        compat.load_weights_only(tmp_path / "x.pt", "x.pt", "-")
+        safeload.load_weights_only(tmp_path / "x.pt", "x.pt", "-")
 
 
 def test_compile_is_refused_clearly_where_torch_lacks_it(monkeypatch):
@@ -264,3 +265,41 @@ def test_grad_scaler_falls_back_to_the_cuda_one(monkeypatch):
     assert compat.grad_scaler("cuda") == "cuda scaler" and made == [()]
     with pytest.raises(ConfigError, match="fp16 gradient scaling on 'cpu' needs torch.amp.GradScaler"):
         compat.grad_scaler("cpu")
+
+
+# ---- one loader, an allowlist per kind of file ----------------------------------------------------------
+
+def test_the_allowlist_is_per_kind_of_file(tmp_path, safe_loader):
+    """An attack result may pickle numpy scalars; a defense_result.pt gets torch's own list only."""
+    from sau_plugin.report.evaluate import load_defense_model
+
+    content = {"model_name": "preactresnet18", "num_classes": 10, "model": {}, "pratio": np.float64(0.1)}
+    torch.save(content, tmp_path / "x.pt")
+    assert safe_torch_load(tmp_path / "x.pt")["pratio"] == 0.1  # attack_result.pt's allowlist
+    with pytest.raises(UnsafePickleError, match=r"defense_result.pt at .* pickles global\(s\) numpy\S*\.scalar"):
+        load_defense_model(tmp_path / "x.pt")
+
+
+def test_a_cifar_batch_asking_for_code_is_refused_without_running_it(tmp_path, safe_loader):
+    from sau_plugin.backdoorbench.datasets import load_split
+    from sau_plugin.errors import DatasetError
+
+    marker = tmp_path / "pwned"
+    base = tmp_path / "cifar-10-batches-py"
+    base.mkdir()
+    batch = {"data": np.zeros((1, 3072), dtype=np.uint8), "labels": [Calls(os.system, f"touch {marker}")]}
+    (base / "test_batch").write_bytes(pickle.dumps(batch, protocol=2))
+    with pytest.raises(DatasetError, match=r"global (posix|os|nt)\.system is not allowed in a dataset file"):
+        load_split("cifar10", tmp_path, train=False)
+    assert not marker.exists()
+    pickle.loads((base / "test_batch").read_bytes())  # control: a plain unpickler runs the call
+    assert marker.exists()
+
+
+def test_compat_only_detects_features():
+    """compat is the lowest layer: it imports nothing of the package but its errors."""
+    import ast
+
+    tree = ast.parse(open(compat.__file__).read())
+    names = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level]
+    assert names == ["errors"], names

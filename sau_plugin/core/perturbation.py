@@ -29,6 +29,10 @@ class PixelSpace:
     def normalize(self, x01: torch.Tensor) -> torch.Tensor:
         return (x01 - self.mean.to(x01)) / self.std.to(x01)
 
+    def normalize_uint8(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 images -> normalised float32: ToTensor's ``/ 255`` then Normalize (the test transform)."""
+        return self.normalize(x.float() / 255)
+
     def perturb(self, x01: torch.Tensor, pert: torch.Tensor) -> torch.Tensor:
         """Normalised x~ from an image already in pixel space and a perturbation."""
         return self.normalize(x01 + pert)

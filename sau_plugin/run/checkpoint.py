@@ -19,7 +19,7 @@ from ..config import SAUConfig
 from ..core import Unlearner
 from ..errors import ConfigError, RecordError
 from ..fileio import atomic_save
-from ..backdoorbench.record import safe_torch_load
+from ..safeload import safe_torch_load
 
 FORMAT = "sau_plugin.checkpoint/1"
 

@@ -13,11 +13,12 @@ import torch
 import torch.nn as nn
 
 from ..backdoorbench.loaders import LoadedData, eval_tensors, load_data
-from ..backdoorbench.record import AttackRecord, read_attack_result, rename_by_position
-from ..backdoorbench.transforms import normalization, normalize, stack_images
+from ..backdoorbench.record import AttackRecord, read_attack_result
+from ..backdoorbench.transforms import normalization, stack_images
+from ..core import PixelSpace
 from ..config import SAUConfig
 from ..errors import ConfigError, DatasetError, DeviceError
-from ..models import create_model, infer_model_kwargs, load_weights
+from ..models import build_model
 from .outputs import OutputDir
 
 log = logging.getLogger("sau_plugin")
@@ -81,13 +82,6 @@ def choose_clean_indices(n: int, cfg: SAUConfig) -> np.ndarray:
     return np.asarray(random.Random(cfg.random_seed).sample(range(n), k), dtype=np.int64)
 
 
-def build_model(record: AttackRecord, state_dict: Dict[str, torch.Tensor]) -> nn.Module:
-    """The attack's model with its weights (module. stripped, keys renamed by position if needed)."""
-    model = create_model(record.model_name, record.num_classes, **infer_model_kwargs(record.model_name, state_dict))
-    state_dict = rename_by_position(state_dict, list(model.state_dict()))
-    return load_weights(model, state_dict, what=f"the weights in {str(record.path)!r}")
-
-
 def check_labels(labels: np.ndarray, num_classes: int, where: str) -> None:
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         raise DatasetError(f"{where} has labels outside [0, {num_classes}) of the attacked model; "
@@ -110,7 +104,8 @@ def load_inputs(cfg: SAUConfig, *, record: Optional[AttackRecord] = None,
     if cfg.model != record.model_name:
         log.warning("config model %r differs from the attack's model %r; using the attack's", cfg.model, record.model_name)
     data = load_data(record, paths.attack_dir, paths.record_dir, cfg.loader)
-    model = build_model(record, data.state_dict or record.state_dict)
+    model = build_model(record.model_name, record.num_classes, data.state_dict or record.state_dict,
+                        what=f"the weights in {str(record.path)!r}")
     mean, std = normalization(record.clean_data)
     h, w, c = record.img_size
     check_labels(data.clean_train.labels, record.num_classes, data.clean_train.where)
@@ -120,7 +115,7 @@ def load_inputs(cfg: SAUConfig, *, record: Optional[AttackRecord] = None,
 
     t = time.perf_counter()
     indices = choose_clean_indices(len(data.clean_train), cfg)
-    clean = (normalize(stack_images((data.clean_train.image(i) for i in indices), (h, w), c), mean, std),
+    clean = (PixelSpace(mean, std).normalize_uint8(stack_images((data.clean_train.image(i) for i in indices), (h, w), c)),
              torch.from_numpy(data.clean_train.labels[indices]))
     timings["clean_subset"] = time.perf_counter() - t
     return Inputs(record, data, model, mean, std, test, bd_test, indices, clean)

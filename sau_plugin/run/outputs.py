@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..backdoorbench.results import (LOSS_COLUMNS, metrics_frame, plot_metrics, read_attack_summary, summary_frame,
-                                     write_csv, write_defense_result, write_json)
+from ..backdoorbench.metric_csv import metrics_frame, summary_frame, write_csv
+from ..backdoorbench.results import LOSS_COLUMNS, plot_metrics, read_attack_summary, write_defense_result, write_json
 from ..config import SAUConfig
 from ..errors import ConfigError, OutputError
 from ..fileio import atomic_write_text

@@ -1,7 +1,8 @@
 """A literal, unoptimised re-statement of the reference's SAU (BackdoorBench defense/sau.py:
 ``Shared_PGD`` and the outer step of ``mitigation``), in its pass structure.
 
-Kept only for the equivalence test: it recomputes everything the way the reference
+Kept for the equivalence tests (and ``bench_scripts/speed.py``'s reference mode), never
+used by the plugin: it recomputes everything the way the reference
 does (clean forwards of both models at every PGD step, ``loss.backward()`` filling
 parameter gradients too, Python loops in the L2 / L1 projections, the frozen model
 re-run on clean data in the outer step, boolean indexing instead of masks). Speed work
