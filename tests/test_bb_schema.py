@@ -11,8 +11,8 @@ those rows only (an int ``epoch`` stays an int in both rows).
 
 import pytest
 
-from sau_plugin.backdoorbench.metric_csv import metrics_frame, summary_frame, write_csv
-from sau_plugin.backdoorbench.results import METRIC_COLUMNS
+from sau_plugin.backdoorbench.metric_csv import summary_frame, write_csv
+from sau_plugin.backdoorbench.results import METRIC_COLUMNS, defense_frame
 
 HEADER = (",epoch,clean_test_loss_avg_over_batch,bd_test_loss_avg_over_batch,ra_test_loss_avg_over_batch,"
           "test_acc,test_asr,test_ra\n")
@@ -70,7 +70,7 @@ def _history(values):
     (BB_RUN, BB_RUN_DF, BB_RUN_SUMMARY),
 ], ids=["three-epochs", "nan-epoch", "backdoorbench-sau-run"])
 def test_csvs_equal_backdoorbenchs_bytes(tmp_path, values, df_text, summary_text):
-    df = metrics_frame(_history(values))
+    df = defense_frame(_history(values))
     write_csv(df, tmp_path / "sau_df.csv")
     write_csv(summary_frame(df), tmp_path / "sau_df_summary.csv")
     assert (tmp_path / "sau_df.csv").read_text() == df_text

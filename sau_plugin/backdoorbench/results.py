@@ -27,7 +27,7 @@ METRIC_COLUMNS = LOSS_COLUMNS + ["test_acc", "test_asr", "test_ra"]
 DF_COLUMNS = ["epoch"] + METRIC_COLUMNS
 
 
-def metrics_frame(rows: Sequence[Mapping[str, float]]) -> pd.DataFrame:
+def defense_frame(rows: Sequence[Mapping[str, float]]) -> pd.DataFrame:
     """One row per epoch in ``rows`` with BackdoorBench's columns (extra keys dropped), in
     ``Metric_Aggregator.to_dataframe``'s types: object columns holding int epochs and float
     metrics."""

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..backdoorbench.metric_csv import metrics_frame, summary_frame, write_csv
-from ..backdoorbench.results import LOSS_COLUMNS, plot_metrics, read_attack_summary, write_defense_result, write_json
+from ..backdoorbench.metric_csv import summary_frame, write_csv
+from ..backdoorbench.results import LOSS_COLUMNS, defense_frame, plot_metrics, read_attack_summary, write_defense_result, write_json
 from ..config import SAUConfig
 from ..errors import ConfigError, OutputError
 from ..fileio import atomic_write_text
@@ -117,14 +117,14 @@ class OutputDir:
 
     def write_epoch(self, history: Sequence[Mapping[str, float]]) -> None:
         """After each epoch: the csv so far and the plots."""
-        write_csv(metrics_frame(history), self.df_csv)
+        write_csv(defense_frame(history), self.df_csv)
         plot_metrics(history, self.out, self.name)
 
     def write_tables(self, history: Sequence[Mapping[str, float]]) -> List[Path]:
         """The final csv, summary and plots; none with no epoch run (BackdoorBench's sau.py writes none either)."""
         if not history:
             return []
-        df = metrics_frame(history)
+        df = defense_frame(history)
         write_csv(df, self.df_csv)
         write_csv(summary_frame(df), self.summary_csv)
         return [self.df_csv, self.summary_csv, *plot_metrics(history, self.out, self.name)]
