@@ -4,9 +4,9 @@
 Every mode runs on the same model, data and seed, each in its own subprocess so that
 peak memory is measured per mode, and the script prints the figures side by side:
 
-* ``reference``: the reference's pass structure, written from SAU_SPEC 2.1-2.2 and
-  section 5 (the literal re-statement in ``sau_plugin/testing/reference.py``, the one the
-  equivalence test checks the package against): clean forwards of both models at every
+* ``reference``: the reference's pass structure (the literal re-statement of BackdoorBench's
+  ``defense/sau.py`` in ``sau_plugin/testing/reference.py``, the one the equivalence test
+  checks the package against): clean forwards of both models at every
   PGD step, parameter gradients in PGD, the clean subset and test sets decoded from
   PIL images through a DataLoader every epoch, three evaluation passes, no autocast.
 * ``fp32``: the plugin with ``amp`` off. ``amp``: the plugin with ``amp`` on.

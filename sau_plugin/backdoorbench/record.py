@@ -1,6 +1,6 @@
 """Reading ``record/<attack>/attack_result.pt`` safely, and rebuilding the poisoned test set.
 
-``attack_result.pt`` pickles PIL images and numpy arrays (SAU_SPEC 4.2); it is loaded by
+``attack_result.pt`` pickles PIL images and numpy arrays; it is loaded by
 :func:`sau_plugin.safeload.safe_torch_load` with exactly the globals such a file needs
 (numpy arrays, dtypes and scalars; PIL images, size-checked before PIL allocates), then
 every field SAU uses is validated here.

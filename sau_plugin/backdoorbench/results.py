@@ -1,4 +1,4 @@
-"""Writers of BackdoorBench's standard defense outputs (SAU_SPEC 4.1), all atomic.
+"""Writers of BackdoorBench's standard defense outputs, all atomic.
 
 ``<name>_df.csv`` is what BackdoorBench's ``Metric_Aggregator.to_dataframe().to_csv``
 writes in ``defense/sau.py``: an unnamed index column, then ``epoch`` and the six

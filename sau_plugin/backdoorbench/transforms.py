@@ -1,4 +1,4 @@
-"""BackdoorBench's test transform without torchvision (SAU_SPEC 4.3).
+"""BackdoorBench's test transform without torchvision.
 
 ``Resize((H, W))`` (bilinear, as torchvision does on PIL images) -> ``ToTensor`` ->
 ``Normalize(mean, std)``. Images are kept as uint8 tensors (N, C, H, W) after the

@@ -2,7 +2,7 @@
 
 The perturbation lives in [0, 1] pixel space while the models see normalised images:
 x~ = normalize(denormalize(x) + eps). As in the reference, x~ is not clipped to
-[0, 1] (SAU_SPEC 2.1).
+[0, 1].
 """
 
 from __future__ import annotations

@@ -126,7 +126,7 @@ REGISTRY: Dict[str, DefenseSource] = {
     "sau": _plugin_like("sau", "SAU"),
 }
 
-# Display names of the plugin's variants (SAU_SPEC 2.3) and BackdoorBench's other defenses.
+# Display names of the plugin's variants (paper Table 5) and BackdoorBench's other defenses.
 LABELS = {"ft": "FT", "at": "Vanilla AT", "a+d": "A+D", "c+b": "C+B", "abl": "ABL", "ac": "AC", "bnp": "BNP",
           "clp": "CLP", "d-br": "D-BR", "d-st": "D-ST", "dbd": "DBD", "ft-sam": "FT-SAM", "mcr": "MCR",
           "nab": "NAB", "npd": "NPD", "rnp": "RNP", "spectral": "Spectral", NO_DEFENSE: "No Defense"}
