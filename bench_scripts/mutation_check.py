@@ -9,13 +9,13 @@ one test fails. The unchanged copy runs first (``baseline``), which must pass: o
 every mutant would look caught.
 
     python bench_scripts/mutation_check.py                 # all mutants, default tests
-    python bench_scripts/mutation_check.py --mutants js_mask,no_early_stop --tests tests/test_core_math.py
+    python bench_scripts/mutation_check.py --mutants js_mask,no_early_stop --tests tests/core/test_core_math.py
 
 Prints one table row per mutant: caught or not, and which tests failed. A mutant that is
 equivalent to the original (no output can differ; its entry says why) is reported as
 such. Exit status 0 when the baseline passes and every other mutant is caught, 1 otherwise. It runs the tests
 once per mutant (minutes on two CPU cores), so CI does not run it;
-tests/test_mutation_check.py checks that every mutant still applies to the package.
+tests/bench/test_mutation_check.py checks that every mutant still applies to the package.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_TESTS = ("tests/test_equivalence.py", "tests/test_core_math.py")
+DEFAULT_TESTS = ("tests/core/test_equivalence.py", "tests/core/test_core_math.py")
 IGNORE = shutil.ignore_patterns(".git", "__pycache__", "*.egg-info", ".pytest_cache", ".venv*", "record", "data")
 
 
@@ -70,7 +70,7 @@ MUTANTS: Tuple[Mutant, ...] = (
            "-torch.log(1e-6 + p_rest.clamp(max=0.999)) - torch.log(1 + 1e-6 - p_y.clamp(min=0.001))",
            "-torch.log(1e-6 + p_rest.clamp(max=0.99)) - torch.log(1 + 1e-6 - p_y.clamp(min=0.01))"),
     Mutant("potential_poison", "potential_poison without h_bd(x~) != h_bd(x)",
-           "sau_plugin/core/unlearn.py",
+           "sau_plugin/core/outer.py",
            "potential = (y_tilde != labels) & (y_tilde != clean_pred_ref)",
            "potential = y_tilde != labels"),
     Mutant("l2_rescale_inside", "L2 projection rescales samples inside the ball too",

@@ -4,15 +4,15 @@
 Every mode runs on the same model, data and seed, each in its own subprocess so that
 peak memory is measured per mode, and the script prints the figures side by side:
 
-* ``reference``: the reference's pass structure, written from SAU_SPEC 2.1-2.2 and
-  section 5 (the literal re-statement in ``tests/reference_sau.py``, the one the
-  equivalence test checks the package against): clean forwards of both models at every
+* ``reference``: the reference's pass structure (the literal re-statement of BackdoorBench's
+  ``defense/sau.py`` in ``sau_plugin/testing/reference.py``, the one the equivalence test
+  checks the package against): clean forwards of both models at every
   PGD step, parameter gradients in PGD, the clean subset and test sets decoded from
   PIL images through a DataLoader every epoch, three evaluation passes, no autocast.
 * ``fp32``: the plugin with ``amp`` off. ``amp``: the plugin with ``amp`` on.
 
 On CPU the plugin keeps freed activation memory in the heap (``cpu_heap_reuse``, see
-``sau_plugin/core/allocator.py``); the reference runs with the default allocator, as
+``sau_plugin/runtime.py``); the reference runs with the default allocator, as
 BackdoorBench does. ``--heap-reuse all`` gives the reference the same allocator setting
 (so the ratio shows the pass structure alone), ``none`` takes it from the plugin.
 
@@ -35,10 +35,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))  # reference_sau.py: the literal reference schedule
-sys.path.insert(0, str(HERE.parent))
 
 MODES = ("reference", "fp32", "amp")
 
@@ -80,7 +76,7 @@ def record_data(args):
     import torch
 
     from sau_plugin import SAUConfig
-    from sau_plugin.backdoorbench.defense import load_inputs
+    from sau_plugin.run import load_inputs
 
     cfg = SAUConfig(device="cpu", result_file=args.result_file, record_dir=args.record_dir, dataset=args.dataset,
                     ratio=1.0, random_seed=args.seed, loader="standalone")
@@ -101,8 +97,8 @@ def run_mode(args) -> dict:
     import torch
 
     from sau_plugin import SAUConfig, create_model
-    from sau_plugin.compat import load_weights_only
-    from sau_plugin.core import heap_reuse_state, reuse_heap_memory
+    from sau_plugin import runtime
+    from sau_plugin.safeload import load_weights_only
     from sau_plugin.models import infer_model_kwargs, load_weights
 
     torch.set_num_threads(args.threads)
@@ -119,19 +115,19 @@ def run_mode(args) -> dict:
     model_ref.load_state_dict(model.state_dict())
     model, model_ref = model.to(device).eval(), model_ref.to(device).eval()
     cfg = SAUConfig(device=args.device, amp=(args.mode == "amp"), batch_size=args.batch_size, n_rounds=args.epochs,
-                    random_seed=args.seed, lr_scheduler="none", compile=args.compile,
-                    cpu_heap_reuse=args.heap_reuse != "none")
-    if args.mode == "reference" and args.heap_reuse == "all" and device.type == "cpu":
-        reuse_heap_memory()
+                    random_seed=args.seed, lr_scheduler="none", compile=args.compile)
+    # the process-wide settings `defend` applies (the reference keeps the default allocator unless --heap-reuse all)
+    heap = (args.mode == "reference" and args.heap_reuse == "all") or (args.mode in ("fp32", "amp")
+                                                                      and args.heap_reuse != "none")
+    notes = runtime.configure(device, cpu_heap_reuse=heap)
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
         torch.cuda.reset_peak_memory_stats()
     if args.mode == "pretrain":
         return {"mode": "pretrain", **pretrain(model, data, args, device)}
     runner = run_reference if args.mode == "reference" else run_plugin
     rows = runner(model, model_ref, data, cfg, device)
     out = {"mode": args.mode, "rows": rows, "device": str(device), "threads": args.threads,
-           "allocator": heap_reuse_state() if device.type == "cpu" else "cuda caching allocator"}
+           "allocator": notes.allocator}
     if device.type == "cuda":
         out["peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
         out["gpu"] = torch.cuda.get_device_name()
@@ -201,7 +197,7 @@ def run_reference(model, model_ref, data, cfg, device):
     import torch.nn.functional as F
     from PIL import Image
 
-    import reference_sau as ref
+    from sau_plugin.testing import reference as ref
 
     mean = torch.tensor(data["mean"]).view(1, -1, 1, 1).to(device)
     std = torch.tensor(data["std"]).view(1, -1, 1, 1).to(device)

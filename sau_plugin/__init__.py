@@ -6,7 +6,8 @@ Public API::
 """
 
 from .config import SAUConfig
-from .core import PGD, PGDResult, PixelSpace, SharedPGD, UnlearnResult, Unlearner, project, unlearn
+from .core import (PGD, Callback, PGDResult, PixelSpace, SharedPGD, UnlearnResult, Unlearner, project, register_variant,
+                   unlearn)
 from .errors import (ConfigError, DatasetError, DeviceError, ModelError, NonFiniteLossError, OutputError,
                      RecordError, SAUError, UnsafePickleError)
 from .metrics import adversarial_risks, batches, der, evaluate_backdoor, evaluate_clean
@@ -16,6 +17,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "SAUConfig", "SharedPGD", "PGD", "PGDResult", "PixelSpace", "Unlearner", "UnlearnResult", "unlearn", "project",
+    "Callback", "register_variant",
     "evaluate_clean", "evaluate_backdoor", "der", "adversarial_risks", "batches", "create_model", "list_models",
     "SAUError", "ConfigError", "RecordError", "UnsafePickleError", "DatasetError", "ModelError",
     "NonFiniteLossError", "DeviceError", "OutputError", "__version__",

@@ -5,7 +5,7 @@ The package runs from BackdoorBench's pinned environment (Python 3.8, torch 1.11
 up here when it is used, never inferred from a version string:
 
 * ``torch.load(weights_only=...)`` (torch 1.13) and ``torch.serialization.safe_globals``
-  (2.5) decide how ``backdoorbench/record.py`` loads untrusted pickles;
+  (2.5) decide how ``sau_plugin.safeload`` loads untrusted pickles;
 * ``torch.amp.GradScaler`` (2.3; before it only ``torch.cuda.amp.GradScaler``);
 * ``torch.compile`` (2.0).
 
@@ -40,22 +40,6 @@ def has_safe_globals() -> bool:
     return load_has_weights_only() and callable(getattr(torch.serialization, "safe_globals", None))
 
 
-def load_weights_only(path: Any, what: str, fix: str, map_location: Any = "cpu") -> Any:
-    """``torch.load`` of a file holding only tensors and plain containers, on any torch,
-    without running pickled code: torch's own allowlist and nothing more (see
-    ``backdoorbench/record.py``). Errors are the package's, ending with ``fix``."""
-    from .backdoorbench.record import safe_torch_load
-
-    return safe_torch_load(path, what=what, fix=fix, allow=(), map_location=map_location)
-
-
-def load_trusted(path: Any, map_location: Any = "cpu") -> Any:
-    """``torch.load`` that may run pickled code: only for files the user said to trust."""
-    if load_has_weights_only():
-        return torch.load(path, map_location=map_location, weights_only=False)
-    return torch.load(path, map_location=map_location)
-
-
 def grad_scaler(device_type: str) -> Any:
     """A gradient scaler for fp16 autocast on ``device_type``."""
     amp = getattr(torch, "amp", None)
@@ -83,5 +67,5 @@ def compiled(module: torch.nn.Module) -> Callable:
     return torch.compile(module)
 
 
-__all__ = ["load_has_weights_only", "has_safe_globals", "load_weights_only", "load_trusted", "grad_scaler",
+__all__ = ["load_has_weights_only", "has_safe_globals", "grad_scaler",
            "has_compile", "require_compile", "compiled"]

@@ -1,4 +1,4 @@
-"""Writing ``record/<attack>/attack_result.pt`` in BackdoorBench's format (SAU_SPEC 4.2).
+"""Writing ``record/<attack>/attack_result.pt`` in BackdoorBench's format.
 
 Used by the offline default's attack generator and by the tests that build record
 folders. Both of BackdoorBench's container modes are supported: poisoned images kept

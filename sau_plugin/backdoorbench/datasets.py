@@ -8,12 +8,9 @@ reader, ImageFolder for Tiny ImageNet). Folder datasets decode images on demand.
 
 from __future__ import annotations
 
-import codecs
 import csv
 import gzip
 import os
-import pickle
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Sequence, Tuple
@@ -22,6 +19,9 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DatasetError
+from ..safeload.allowlist import dataset_allowlist
+from .idx import decode_idx
+from ..safeload.unpickler import Damaged, RefusedGlobal, restricted_pickle_module
 
 # torchvision's IMG_EXTENSIONS (ImageFolder's filter, compared in lower case)
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -68,24 +68,18 @@ def _need(path: Path, what: str) -> Path:
 
 # ---- CIFAR (python pickled batches) ----------------------------------------------------------------
 
-class _ArrayOnlyUnpickler(pickle.Unpickler):
-    """CIFAR batches are pickles: allow numpy array reconstruction, nothing else."""
-
-    def find_class(self, module: str, name: str):
-        from .record import numpy_globals  # one allowlist for both kinds of file
-
-        name_ = f"{module}.{name}"
-        obj = codecs.encode if name_ == "_codecs.encode" else numpy_globals().get(name_)  # encode: bytes in protocol 2
-        if obj is None:
-            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a dataset file")
-        return obj
-
-
 def _cifar_pickle(path: Path) -> dict:
     _need(path, "CIFAR batch file")
     try:
         with open(path, "rb") as f:
-            data = _ArrayOnlyUnpickler(f, encoding="latin1").load()
+            # CIFAR batches are pickles: numpy arrays and nothing else may be reconstructed
+            data = restricted_pickle_module(dataset_allowlist()).Unpickler(f, encoding="latin1").load()
+    except RefusedGlobal as exc:
+        raise DatasetError(f"cannot read CIFAR batch {str(path)!r} (UnpicklingError: global {exc.name} is not allowed "
+                           f"in a dataset file); re-download it") from None
+    except Damaged as exc:
+        exc = exc.cause
+        raise DatasetError(f"cannot read CIFAR batch {str(path)!r} ({exc.__class__.__name__}: {exc}); re-download it") from None
     except Exception as exc:  # a dataset file is untrusted input: any failure is a bad file
         raise DatasetError(f"cannot read CIFAR batch {str(path)!r} ({exc.__class__.__name__}: {exc}); re-download it") from None
     if not isinstance(data, dict) or "data" not in data:
@@ -130,13 +124,8 @@ def _read_idx(path: Path, ndim: int) -> np.ndarray:
         raise DatasetError(f"MNIST file not found: looked for {str(candidates[0])!r} and {str(candidates[1])!r}")
     try:
         raw = gzip.decompress(found.read_bytes()) if found.suffix == ".gz" else found.read_bytes()
-        zero, dtype_code, dims = struct.unpack(">HBB", raw[:4])
-        shape = struct.unpack(f">{dims}I", raw[4:4 + 4 * dims])
-        if zero != 0 or dtype_code != 0x08 or dims != ndim:
-            raise ValueError(f"header says type 0x{dtype_code:02x} with {dims} dims")
-        arr = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims)
-        return arr.reshape(shape)
-    except (OSError, EOFError, ValueError, struct.error) as exc:
+        return decode_idx(raw, ndim=ndim)
+    except (OSError, EOFError, ValueError) as exc:  # IdxError is a ValueError; gzip raises the others
         raise DatasetError(f"MNIST file {str(found)!r} is not a valid idx file ({exc}); re-download it") from None
 
 

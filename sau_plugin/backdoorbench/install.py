@@ -15,7 +15,7 @@ from typing import List
 
 from ..errors import ConfigError, OutputError
 from ..fileio import atomic_write_text
-from .defense import config_dir
+from ..config.files import shipped_config
 
 MARKER = "# Written by `sau-plugin install-into`; re-running it updates this file. Delete it to uninstall."
 DEFENSE_NAME = "sau_plugin"
@@ -30,15 +30,12 @@ Results go to record/<attack folder>/defense/{DEFENSE_NAME}/. Flags: python ./de
 import os
 import sys
 
-# This script is itself named sau_plugin.py: keep its folder off the path so that the
-# import below finds the installed package, not this file.
-_here = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
-
-from sau_plugin.cli import main  # noqa: E402
-
 if __name__ == "__main__":
-    sys.exit(main(["defend", "--defense_name", "{DEFENSE_NAME}", *sys.argv[1:]]))
+    # Run as `python -m sau_plugin`: that puts the working folder (the BackdoorBench root) on Python's
+    # path, so BackdoorBench's own loader can be imported, and finds the installed package rather than
+    # this file of the same name. exec: the run replaces this process, so signals reach it directly.
+    os.execv(sys.executable, [sys.executable, "-m", "sau_plugin", "defend", "--defense_name", "{DEFENSE_NAME}",
+                              *sys.argv[1:]])
 '''
 
 
@@ -65,7 +62,7 @@ def install_into(root: Path | str) -> List[Path]:
                           f"utils/save_load_attack.py); pass the folder you run BackdoorBench's scripts from")
     files = {root / "defense" / f"{DEFENSE_NAME}.py": LAUNCHER}
     for name in BACKDOORBENCH_CONFIGS:  # the offline demo's YAML has no place in a BackdoorBench checkout
-        src = config_dir() / name
+        src = shipped_config(name)
         files[root / "config" / "defense" / DEFENSE_NAME / name] = f"{MARKER}\n{src.read_text()}"
     foreign = [str(p) for p in files if p.exists() and not _ours(p)]
     if foreign:

@@ -14,7 +14,6 @@ import contextlib
 import importlib
 import logging
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
@@ -40,16 +39,25 @@ class LoadedData:
 
 
 def _import_backdoorbench() -> Tuple[Optional[Any], str]:
-    """(module, '') when BackdoorBench's loader imports from the cwd, else (None, reason)."""
+    """(module, '') when BackdoorBench's loader imports from the working folder, else (None, reason).
+
+    BackdoorBench's modules import each other as top-level packages (utils, models), so its
+    root must be on Python's path, as its own scripts assume: ``python -m sau_plugin`` and the
+    launcher of ``install-into`` run from that root put it there; this module does not.
+    """
     root = Path.cwd()
     if not (root / "utils" / "save_load_attack.py").is_file():
         return None, f"{str(root)!r} is not a BackdoorBench root (no utils/save_load_attack.py)"
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
     try:
-        return importlib.import_module("utils.save_load_attack"), ""
+        module = importlib.import_module("utils.save_load_attack")
     except Exception as exc:  # e.g. torchvision missing or built for another torch
         return None, f"importing BackdoorBench's utils.save_load_attack failed ({exc.__class__.__name__}: {exc})"
+    where = Path(getattr(module, "__file__", "") or "").resolve()
+    if where != (root / "utils" / "save_load_attack.py").resolve():
+        return None, (f"the working folder is not on Python's path, so 'utils.save_load_attack' came from {str(where)!r} "
+                      f"instead of {str(root)!r}; run 'python -m sau_plugin defend ...' or the launcher "
+                      f"'python ./defense/sau_plugin.py ...' from the BackdoorBench root")
+    return module, ""
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""Writers of BackdoorBench's standard defense outputs (SAU_SPEC 4.1), all atomic.
+"""Writers of BackdoorBench's standard defense outputs, all atomic.
 
 ``<name>_df.csv`` is what BackdoorBench's ``Metric_Aggregator.to_dataframe().to_csv``
 writes in ``defense/sau.py``: an unnamed index column, then ``epoch`` and the six
@@ -20,40 +20,19 @@ import pandas as pd
 import torch
 
 from ..fileio import atomic_path, atomic_save, atomic_write_text
+from . import metric_csv
 
 LOSS_COLUMNS = ["clean_test_loss_avg_over_batch", "bd_test_loss_avg_over_batch", "ra_test_loss_avg_over_batch"]
 METRIC_COLUMNS = LOSS_COLUMNS + ["test_acc", "test_asr", "test_ra"]
 DF_COLUMNS = ["epoch"] + METRIC_COLUMNS
-SUMMARY_ROWS = ["last", "valid_max", "exist_nan_value"]
 
 
-def _cell(v):
-    return "nan_value" if isinstance(v, float) and math.isnan(v) else v
-
-
-def metrics_frame(rows: Sequence[Mapping[str, float]]) -> pd.DataFrame:
+def defense_frame(rows: Sequence[Mapping[str, float]]) -> pd.DataFrame:
     """One row per epoch in ``rows`` with BackdoorBench's columns (extra keys dropped), in
     ``Metric_Aggregator.to_dataframe``'s types: object columns holding int epochs and float
     metrics."""
-    records = [{"epoch": int(r["epoch"]), **{c: _cell(float(r[c])) for c in METRIC_COLUMNS}} for r in rows]
-    return pd.DataFrame(records, columns=DF_COLUMNS, dtype=object)
-
-
-def _last_and_valid_max(col: pd.Series) -> pd.Series:
-    valid = col[~col.isna()]
-    return pd.Series(index=SUMMARY_ROWS, data=[
-        valid.iloc[-1] if len(valid) else None,
-        pd.to_numeric(col, errors="coerce").max(),
-        any(v == "nan_value" for v in col),
-    ])
-
-
-def summary_frame(df: pd.DataFrame) -> pd.DataFrame:
-    return df.apply(_last_and_valid_max)
-
-
-def write_csv(df: pd.DataFrame, path: Path) -> None:
-    atomic_write_text(path, df.to_csv())
+    return metric_csv.metrics_frame([{"epoch": int(r["epoch"]), **{c: float(r[c]) for c in METRIC_COLUMNS}}
+                                     for r in rows], DF_COLUMNS)
 
 
 def plot_metrics(rows: Sequence[Mapping[str, float]], out_dir: Path, name: str) -> List[Path]:

@@ -1,4 +1,4 @@
-"""BackdoorBench's test transform without torchvision (SAU_SPEC 4.3).
+"""BackdoorBench's test transform without torchvision.
 
 ``Resize((H, W))`` (bilinear, as torchvision does on PIL images) -> ``ToTensor`` ->
 ``Normalize(mean, std)``. Images are kept as uint8 tensors (N, C, H, W) after the
@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..core.perturbation import PixelSpace
 from ..errors import ConfigError
 
 # get_dataset_normalization() in BackdoorBench's dataset_and_transform_generate.py
@@ -61,18 +62,11 @@ def stack_images(images: Iterable[Image.Image], size: Tuple[int, int], channels:
     return torch.stack(tensors)
 
 
-def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> float32, ToTensor's /255 then Normalize."""
-    c = x.shape[1]
-    m = torch.as_tensor(mean, dtype=torch.float32, device=x.device).reshape(1, -1, 1, 1).expand(1, c, 1, 1)
-    s = torch.as_tensor(std, dtype=torch.float32, device=x.device).reshape(1, -1, 1, 1).expand(1, c, 1, 1)
-    return (x.float() / 255.0 - m) / s
-
-
 def normalized_batches(
     images: torch.Tensor, *labels: torch.Tensor, mean: Sequence[float], std: Sequence[float], batch_size: int, device
 ) -> Iterator[Tuple[torch.Tensor, ...]]:
     """Batches ``(x, *labels)`` in order, each image batch normalised on ``device``."""
+    space = PixelSpace(mean, std).to(device)
     for i in range(0, images.shape[0], batch_size):
-        x = normalize(images[i:i + batch_size].to(device), mean, std)
+        x = space.normalize_uint8(images[i:i + batch_size].to(device))
         yield (x, *(t[i:i + batch_size].to(device) for t in labels))

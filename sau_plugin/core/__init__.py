@@ -1,16 +1,19 @@
 """The SAU method: torch only, no files, no flags (see the paper, eqs. 10-13)."""
 
-from .allocator import heap_reuse_state, reuse_heap_memory
+from .callbacks import Callback, CallbackList
 from .losses import js_divergence, masked_sum, sar_loss
 from .perturbation import PixelSpace, init_perturbation, project
 from .pgd import PGD, PGDResult, SharedPGD
 from .precision import Precision, choose_precision, cpu_supports_bf16
-from .unlearn import (UnlearnResult, Unlearner, adversarial_loss, clean_loss, make_optimizer, make_scheduler, outer_loss,
-                      unlearn)
+from .outer import ATLoss, JointPass, SARLoss, SplitPass, adversarial_terms, choose_outer_pass, clean_loss
+from .unlearn import EpochProgress, UnlearnResult, Unlearner, frozen_reference, make_optimizer, make_scheduler, unlearn
+from .variants import VARIANTS, AttackContext, Variant, get_variant, register_variant
 
 __all__ = [
-    "heap_reuse_state", "reuse_heap_memory", "js_divergence", "masked_sum", "sar_loss", "PixelSpace",
+    "js_divergence", "masked_sum", "sar_loss", "PixelSpace",
     "init_perturbation", "project", "PGD", "PGDResult",
     "SharedPGD", "Precision", "choose_precision", "cpu_supports_bf16", "UnlearnResult", "Unlearner",
-    "make_optimizer", "make_scheduler", "clean_loss", "adversarial_loss", "outer_loss", "unlearn",
+    "make_optimizer", "make_scheduler", "clean_loss", "adversarial_terms", "unlearn", "frozen_reference",
+    "SARLoss", "ATLoss", "JointPass", "SplitPass", "choose_outer_pass", "VARIANTS", "Variant", "AttackContext",
+    "get_variant", "register_variant", "Callback", "CallbackList", "EpochProgress",
 ]

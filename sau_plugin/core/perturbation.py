@@ -2,7 +2,7 @@
 
 The perturbation lives in [0, 1] pixel space while the models see normalised images:
 x~ = normalize(denormalize(x) + eps). As in the reference, x~ is not clipped to
-[0, 1] (SAU_SPEC 2.1).
+[0, 1].
 """
 
 from __future__ import annotations
@@ -28,6 +28,10 @@ class PixelSpace:
 
     def normalize(self, x01: torch.Tensor) -> torch.Tensor:
         return (x01 - self.mean.to(x01)) / self.std.to(x01)
+
+    def normalize_uint8(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 images -> normalised float32: ToTensor's ``/ 255`` then Normalize (the test transform)."""
+        return self.normalize(x.float() / 255)
 
     def perturb(self, x01: torch.Tensor, pert: torch.Tensor) -> torch.Tensor:
         """Normalised x~ from an image already in pixel space and a perturbation."""

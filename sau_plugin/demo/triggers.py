@@ -80,7 +80,7 @@ def sig(images: np.ndarray, delta: float = 40, f: float = 6) -> np.ndarray:
     """Additive horizontal sinusoid (Barni et al., 2019); BackdoorBench's defaults delta=40, f=6.
 
     SIG is a clean-label attack: the generator poisons only target-class training images
-    and keeps their labels (see ``attack.poison_indices``).
+    and keeps their labels (see ``poison.poison_indices``).
     """
     return _to_uint8(images.astype(np.float32) + sig_pattern(_pattern_shape(images), delta, f))
 

@@ -7,15 +7,16 @@ architectures BackdoorBench builds by name are added when torchvision imports.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Mapping
+from typing import Callable, Dict
 
-import torch
 import torch.nn as nn
 
 from ..errors import ModelError
 from .preact_resnet import PreActResNet18
 from .resnet import ResNet18
 from .vgg import VGG
+from .weights import (build_model, fold_pruning, infer_model_kwargs, load_weights, rename_by_position,
+                      strip_module_prefix)
 
 _REGISTRY: Dict[str, Callable[..., nn.Module]] = {}
 
@@ -92,52 +93,5 @@ def create_model(name: str, num_classes: int, **kwargs) -> nn.Module:
     raise ModelError(f"unknown model {name!r}; supported: {', '.join(list_models())}")
 
 
-def infer_model_kwargs(name: str, state_dict: Mapping[str, torch.Tensor]) -> dict:
-    """Architecture arguments recoverable from a state_dict (input channels, width).
-
-    Lets a narrow or 1-channel PreAct-ResNet18 (the offline default's) be rebuilt from
-    its weights alone; for BackdoorBench's own models this returns the defaults.
-    """
-    first = {"preactresnet18": "conv1.weight", "resnet18": "conv1.weight",
-             "vgg19": "features.0.weight", "vgg19_bn": "features.0.weight"}.get(name)
-    w = state_dict.get(first) if first else None
-    if not isinstance(w, torch.Tensor) or w.dim() != 4:
-        return {}
-    kwargs = {"in_channels": int(w.shape[1])}
-    if name == "preactresnet18":
-        kwargs["width"] = int(w.shape[0])
-    return kwargs
-
-
-def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, what: str = "state_dict") -> nn.Module:
-    """Strict ``load_state_dict`` whose error names the missing / unexpected / mis-shaped keys."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    shapes = [
-        f"{k}: expected {tuple(own[k].shape)}, found {tuple(state_dict[k].shape)}"
-        for k in own
-        if k in state_dict and isinstance(state_dict[k], torch.Tensor) and state_dict[k].shape != own[k].shape
-    ]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {_short(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys {_short(unexpected)}")
-        if shapes:
-            parts.append(f"shape mismatch {_short(shapes)}")
-        raise ModelError(
-            f"{what} does not fit model {type(model).__name__}: {'; '.join(parts)}; "
-            f"check that the model name and num_classes match the weights"
-        )
-    model.load_state_dict(state_dict, strict=True)
-    return model
-
-
-def _short(items: list, n: int = 5) -> str:
-    shown = ", ".join(items[:n])
-    return f"[{shown}{', ... (%d more)' % (len(items) - n) if len(items) > n else ''}]"
-
-
-__all__ = ["create_model", "list_models", "register", "infer_model_kwargs", "load_weights", "PreActResNet18", "VGG", "ResNet18"]
+__all__ = ["create_model", "list_models", "register", "infer_model_kwargs", "load_weights", "build_model",
+           "strip_module_prefix", "fold_pruning", "rename_by_position", "PreActResNet18", "VGG", "ResNet18"]

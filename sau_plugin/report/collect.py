@@ -5,18 +5,7 @@ figures. What follows was read in SCLBD/BackdoorBench at commit f02e353 (file:li
 every figure there is a fraction in columns ``test_acc`` (ACC), ``test_asr`` (ASR)
 and ``test_ra`` (R-ACC). All seven scripts below use exactly these three names.
 
-Two CSV shapes occur:
-
-* a *summary* (``Metric_Aggregator.summary()``, utils/trainer_cls.py:74-89 with
-  ``last_and_valid_max`` at :36-48): rows ``last`` (last non-empty value of each
-  column), ``valid_max`` (maximum over epochs: not a final figure, and for ASR the
-  worst one) and ``exist_nan_value``;
-* a *per-step table* (``Metric_Aggregator.to_dataframe()``): rows 0, 1, ...; the
-  final figures are in the last row. Several defenses write this shape under a name
-  ending in ``_df_summary.csv``.
-
-NaN metrics are stored as the string ``nan_value`` (trainer_cls.py:56-63); they are
-read as NaN and shown as NaN, never replaced by another row.
+The two CSV shapes and their NaN cells are read by :mod:`.readers`.
 
 No defense
     ``record/<attack>/attack_df_summary.csv``, row ``last``; when the attack wrote none,
@@ -71,28 +60,14 @@ as the plugin writes it: ``<name>_df_summary.csv``, else ``sau_df_summary.csv``,
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
-
-import pandas as pd
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import RecordError
+from .readers import Figures, figures_from_row, read_csv_figures, read_json_figures
 
 NO_DEFENSE = "none"
-METRIC_COLUMNS = {"acc": "test_acc", "asr": "test_asr", "ra": "test_ra"}
-_NAN_STRINGS = {"", "nan", "nan_value", "none", "null"}
-
-
-@dataclass(frozen=True)
-class Figures:
-    """Final ACC / ASR / R-ACC of one run, as fractions (NaN where the file says NaN)."""
-
-    acc: float
-    asr: float
-    ra: float
-    source: str  # where they were read, e.g. "defense/fp/finetune_df_summary.csv, row last"
 
 
 @dataclass(frozen=True)
@@ -109,85 +84,6 @@ class Run:
 
 def missing(reason: str, *more: str) -> Run:
     return Run(None, (reason,) + more)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# CSV / JSON readers (pure: a file in, Figures or an error out)
-
-def _to_float(value) -> float:
-    if value is None:
-        return math.nan
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    text = str(value).strip()
-    if text.lower() in _NAN_STRINGS:
-        return math.nan
-    try:
-        return float(text)
-    except ValueError:
-        raise RecordError(f"expected a number, found {text!r}") from None
-
-
-def read_final_row(path: Path) -> Tuple[Dict[str, object], str, bool]:
-    """The final row of a BackdoorBench metrics CSV (either shape; see the module docstring).
-
-    Returns ``(row, row_name, nan_seen)``: the row as a dict of raw strings, ``"last"``
-    or the index of the last data row, and whether the file reports NaN values anywhere
-    (an ``exist_nan_value`` row with a True, or a ``nan_value`` cell).
-    """
-    try:
-        df = pd.read_csv(path, index_col=0, dtype=str, keep_default_na=False)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise RecordError(f"{path} is not a readable CSV ({exc})") from None
-    if df.empty:
-        raise RecordError(f"{path} holds no rows")
-    index = [str(i) for i in df.index]
-    nan_seen = bool((df.apply(lambda col: col.str.strip().str.lower() == "nan_value")).to_numpy().any())
-    if "exist_nan_value" in index:
-        flags = df.loc[df.index[index.index("exist_nan_value")]]
-        nan_seen = nan_seen or any(str(v).strip().lower() == "true" for v in flags)
-    if "last" in index:
-        pos, name = index.index("last"), "last"
-    else:
-        data_rows = [i for i, label in enumerate(index) if label not in ("valid_max", "exist_nan_value")]
-        if not data_rows:
-            raise RecordError(f"{path} has no data row")
-        pos = data_rows[-1]
-        name = index[pos]
-    return df.iloc[pos].to_dict(), name, nan_seen
-
-
-def figures_from_row(row: Mapping[str, object], source: str) -> Figures:
-    """ACC / ASR / R-ACC from a row with BackdoorBench's column names (fractions)."""
-    absent = [col for col in METRIC_COLUMNS.values() if col not in row]
-    if absent:
-        raise RecordError(
-            f"{source}: no column {', '.join(absent)} (columns: {', '.join(map(str, row)) or 'none'})"
-        )
-    try:
-        values = {key: _to_float(row[col]) for key, col in METRIC_COLUMNS.items()}
-    except RecordError as exc:
-        raise RecordError(f"{source}: {exc}") from None
-    return Figures(source=source, **values)
-
-
-def read_csv_figures(path: Path, label: str) -> Tuple[Figures, Tuple[str, ...]]:
-    row, row_name, nan_seen = read_final_row(path)
-    figures = figures_from_row(row, f"{label}, row {row_name}")
-    notes = (f"{label}: the run reports NaN values (exist_nan_value / nan_value)",) if nan_seen else ()
-    return figures, notes
-
-
-def read_json_figures(path: Path, label: str) -> Tuple[Figures, Tuple[str, ...]]:
-    """The plugin's ``sau_result.json``: key ``final`` with test_acc / test_asr / test_ra."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise RecordError(f"{path} is not readable JSON ({exc})") from None
-    final = data.get("final") if isinstance(data, dict) else None
-    if not isinstance(final, dict):
-        raise RecordError(f"{label}: no 'final' dict")
-    return figures_from_row(final, f"{label}, key final"), ()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -230,7 +126,7 @@ REGISTRY: Dict[str, DefenseSource] = {
     "sau": _plugin_like("sau", "SAU"),
 }
 
-# Display names of the plugin's variants (SAU_SPEC 2.3) and BackdoorBench's other defenses.
+# Display names of the plugin's variants (paper Table 5) and BackdoorBench's other defenses.
 LABELS = {"ft": "FT", "at": "Vanilla AT", "a+d": "A+D", "c+b": "C+B", "abl": "ABL", "ac": "AC", "bnp": "BNP",
           "clp": "CLP", "d-br": "D-BR", "d-st": "D-ST", "dbd": "DBD", "ft-sam": "FT-SAM", "mcr": "MCR",
           "nab": "NAB", "npd": "NPD", "rnp": "RNP", "spectral": "Spectral", NO_DEFENSE: "No Defense"}
@@ -327,7 +223,7 @@ def read_attack_info(attack_dir: Path) -> Dict[str, object]:
     path = attack_dir / "info.pickle"
     if not path.is_file():
         return {}
-    from ..compat import load_weights_only
+    from ..safeload import load_weights_only
 
     try:
         info = load_weights_only(path, what="info.pickle", fix="metadata skipped")
@@ -380,5 +276,5 @@ def collect(record_dir: Path, attacks: Sequence[Tuple[str, str]], defenses: Sequ
 
 
 __all__ = ["Figures", "Run", "missing", "AttackResults", "DefenseSource", "REGISTRY", "NO_DEFENSE", "LABELS",
-           "defense_source", "default_label", "read_final_row", "figures_from_row", "read_defense",
+           "defense_source", "default_label", "read_defense",
            "read_no_defense", "discover_attacks", "read_attack_info", "collect"]

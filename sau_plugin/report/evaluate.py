@@ -6,22 +6,8 @@ table every ``defense_result.pt`` is loaded and evaluated here on the attack's t
 sets with :mod:`sau_plugin.metrics` (ACC on the clean test set, ASR and R-ACC from one
 pass over the poisoned test set).
 
-The test sets come from ``sau_plugin.backdoorbench.evalsets``, imported lazily, which
-must provide::
-
-    load_eval_sets(attack_dir: Path) -> EvalSets-like
-        x_clean  float tensor N x C x H x W, pixel values in [0, 1] (test transform
-                 without normalisation), y_clean  long tensor N
-        x_bd, y_bd, y_orig   the poisoned test set (M x C x H x W in [0, 1]),
-                 its backdoor labels and its original labels
-        mean, std  the dataset's normalisation, one value per channel
-
-as a tuple in that order or an object with those attributes; and optionally::
-
-    load_attack_model(attack_dir: Path) -> (model_name, num_classes, state_dict)
-
-for the backdoored model itself. Without it the No Defense figures stay those of
-``attack_df_summary.csv`` and a note says so.
+The test sets and the attacked model come from :mod:`sau_plugin.backdoorbench.evalsets`
+(the defense's own reading path); :class:`Reevaluator` takes other functions for tests.
 
 ``defense_result.pt`` is BackdoorBench's ``{'model_name', 'num_classes', 'model'}``;
 it holds only tensors and plain values and is read with torch's own safe globals only.
@@ -29,82 +15,19 @@ it holds only tensors and plain values and is read with torch's own safe globals
 
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 
-from ..compat import load_weights_only
+from ..backdoorbench import evalsets
+from ..backdoorbench.evalsets import EvalSets
+from ..core.perturbation import PixelSpace
 from ..errors import RecordError, SAUError
 from ..metrics import batches, evaluate_backdoor, evaluate_clean
-from ..models import create_model, infer_model_kwargs, load_weights
+from ..models import build_model
+from ..safeload import load_weights_only
 from .collect import Figures, Run, defense_source, missing
-
-RECORD_MODULE = "sau_plugin.backdoorbench.evalsets"
-
-
-@dataclass(frozen=True)
-class EvalSets:
-    x_clean: torch.Tensor
-    y_clean: torch.Tensor
-    x_bd: torch.Tensor
-    y_bd: torch.Tensor
-    y_orig: torch.Tensor
-    mean: Sequence[float]
-    std: Sequence[float]
-
-    @classmethod
-    def coerce(cls, obj) -> "EvalSets":
-        if isinstance(obj, cls):
-            return obj
-        names = ("x_clean", "y_clean", "x_bd", "y_bd", "y_orig", "mean", "std")
-        if isinstance(obj, (tuple, list)) and len(obj) == len(names):
-            return cls(*obj)
-        if all(hasattr(obj, n) for n in names):
-            return cls(*(getattr(obj, n) for n in names))
-        raise RecordError(f"{RECORD_MODULE}.load_eval_sets returned {type(obj).__name__}; expected "
-                          f"(x_clean, y_clean, x_bd, y_bd, y_orig, mean, std)")
-
-
-def record_module():
-    """``sau_plugin.backdoorbench.evalsets``, or a RecordError that says it is not in this build."""
-    try:
-        module = importlib.import_module(RECORD_MODULE)
-    except ModuleNotFoundError as exc:
-        if exc.name and not exc.name.startswith("sau_plugin"):
-            raise
-        raise RecordError(f"--reevaluate needs {RECORD_MODULE} (the attack_result.pt reader), which is not part of "
-                          f"this build; run the report without --reevaluate to use the figures the runs wrote") from None
-    if not hasattr(module, "load_eval_sets"):
-        raise RecordError(f"{RECORD_MODULE} has no load_eval_sets(attack_dir); --reevaluate cannot read test sets")
-    return module
-
-
-def clean_state_dict(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Undo what BackdoorBench's defenses leave in a state_dict.
-
-    * a ``module.`` prefix (torch.nn.DataParallel, used with several GPUs);
-    * ``torch.nn.utils.prune``'s ``<p>_orig`` / ``<p>_mask`` pairs (FP saves its pruned
-      model with the pruning still attached): folded into ``<p> = orig * mask``.
-    """
-    state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
-    out = {}
-    for k, v in state.items():
-        if k.endswith("_orig") and k[:-len("_orig")] + "_mask" in state:
-            out[k[:-len("_orig")]] = v * state[k[:-len("_orig")] + "_mask"]
-        elif k.endswith("_mask") and k[:-len("_mask")] + "_orig" in state:
-            continue
-        else:
-            out[k] = v
-    return out
-
-
-def build_model(model_name: str, num_classes: int, state: Mapping[str, torch.Tensor], what: str) -> torch.nn.Module:
-    state = clean_state_dict(state)
-    model = create_model(model_name, int(num_classes), **infer_model_kwargs(model_name, state))
-    return load_weights(model, state, what=what)
 
 
 def load_defense_model(path: Path) -> torch.nn.Module:
@@ -117,13 +40,11 @@ def load_defense_model(path: Path) -> torch.nn.Module:
 def measure(model: torch.nn.Module, sets: EvalSets, source: str, device: str = "cpu", batch_size: int = 256) -> Figures:
     """ACC, ASR and R-ACC of ``model`` on ``sets`` (normalised here with the sets' mean / std)."""
     model = model.to(device).eval()
-    channels = sets.x_clean.shape[1]
-    mean = torch.as_tensor(sets.mean, dtype=torch.float32).reshape(1, -1, 1, 1).expand(1, channels, 1, 1).to(device)
-    std = torch.as_tensor(sets.std, dtype=torch.float32).reshape(1, -1, 1, 1).expand(1, channels, 1, 1).to(device)
+    space = PixelSpace(sets.mean, sets.std).to(device)
 
     def normalised(data):
         for x, *rest in data:
-            yield ((x.float() - mean) / std, *rest)
+            yield (space.normalize(x.float()), *rest)
 
     clean = evaluate_clean(model, normalised(batches(sets.x_clean, sets.y_clean, batch_size=batch_size, device=device)))
     bd = evaluate_backdoor(model, normalised(batches(sets.x_bd, sets.y_bd, sets.y_orig, batch_size=batch_size,
@@ -131,20 +52,39 @@ def measure(model: torch.nn.Module, sets: EvalSets, source: str, device: str = "
     return Figures(clean["test_acc"], bd["test_asr"], bd["test_ra"], source)
 
 
+_FROM_EVALSETS = object()
+
+
 class Reevaluator:
     """Callable for :func:`collect.collect`: re-measures one attack folder's models."""
 
-    def __init__(self, device: str = "cpu", batch_size: int = 256, module=None):
+    def __init__(self, device: str = "cpu", batch_size: int = 256, *, load_sets: Optional[Callable] = None,
+                 load_attack_model: Optional[Callable] = _FROM_EVALSETS):
+        """``load_sets(attack_dir) -> EvalSets`` and ``load_attack_model(attack_dir) -> (name,
+        num_classes, state_dict)`` default to :mod:`~sau_plugin.backdoorbench.evalsets`' own,
+        looked up when called; ``load_attack_model=None`` keeps the No Defense figures of
+        ``attack_df_summary.csv``."""
         self.device = device
         self.batch_size = batch_size
-        self.module = module if module is not None else record_module()
+        self._load_sets = load_sets
+        self._load_attack_model = load_attack_model
+
+    @property
+    def load_sets(self) -> Callable:
+        return self._load_sets if self._load_sets is not None else evalsets.load_eval_sets
+
+    @property
+    def load_attack_model(self) -> Optional[Callable]:
+        if self._load_attack_model is _FROM_EVALSETS:
+            return evalsets.load_attack_model
+        return self._load_attack_model
 
     def __call__(self, attack_dir: Path, defenses: Sequence[str]) -> Tuple[Optional[Run], Dict[str, Run]]:
         if not any((attack_dir / "defense" / d / "defense_result.pt").is_file() for d in defenses) \
-                and not hasattr(self.module, "load_attack_model"):
+                and self.load_attack_model is None:
             return None, {d: self._defense(attack_dir, d, None) for d in defenses}  # nothing to measure
         try:
-            sets = EvalSets.coerce(self.module.load_eval_sets(attack_dir))
+            sets = self.load_sets(attack_dir)
         except SAUError as exc:
             why = f"{attack_dir.name}: --reevaluate could not read the test sets: {exc}"
             return missing(why), {d: missing(why) for d in defenses}
@@ -152,7 +92,7 @@ class Reevaluator:
         return no_def, {d: self._defense(attack_dir, d, sets) for d in defenses}
 
     def _no_defense(self, attack_dir: Path, sets: EvalSets) -> Optional[Run]:
-        loader = getattr(self.module, "load_attack_model", None)
+        loader = self.load_attack_model
         if loader is None:
             return None  # keep attack_df_summary.csv; collect() notes the source
         try:
@@ -183,5 +123,4 @@ class Reevaluator:
             raise RecordError(f"{source.split(',')[0]} does not run on the test images: {str(exc)[:200]}") from None
 
 
-__all__ = ["EvalSets", "Reevaluator", "record_module", "clean_state_dict", "build_model", "load_defense_model",
-           "measure", "RECORD_MODULE"]
+__all__ = ["Reevaluator", "load_defense_model", "measure"]

@@ -1,0 +1,1 @@
+"""The shipped YAML files, installed as the package ``sau_plugin.configs``."""

@@ -1,0 +1,297 @@
+"""One validated configuration object, with BackdoorBench's key names.
+
+``SAUConfig`` holds every key of BackdoorBench's ``config/defense/sau/config.yaml``
+(same names, same defaults) plus the plugin's own keys. It is frozen: build it once
+(from keyword arguments, a YAML file, or YAML + command line) and pass it around;
+``replace`` returns a validated copy when something must change.
+
+Two reference quirks are made explicit here rather than copied silently:
+
+* The reference loops ``n_rounds`` epochs and ignores ``epochs``; so does the
+  plugin (``epochs`` is kept for compatibility). The command line maps an explicit
+  ``--epochs`` to ``n_rounds`` when ``--n_rounds`` is not given.
+* The reference builds the optimizer's ``lr_scheduler`` (CosineAnnealingLR in every
+  BackdoorBench YAML) but never steps it, so its learning rate stays at ``lr``. The
+  plugin does the same by default: ``lr_scheduler`` is accepted with BackdoorBench's
+  values and has no effect unless ``lr_scheduler_stepping: epoch`` asks for the
+  schedule to be stepped once per epoch (cosine: T_max = ``cos_t_max`` or ``n_rounds``).
+"""
+
+# No ``from __future__ import annotations``: the field types must stay typing objects (Python 3.8),
+# since coercion and the command line are derived from them.
+import dataclasses
+import difflib
+import re
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping, Optional, Tuple, Union
+
+from ..core.variants import VARIANT_ALIASES, VARIANTS, canonical_variant, get_variant  # noqa: F401
+from ..errors import ConfigError
+from .schema import BACKDOORBENCH as BB
+from .schema import METHOD, PLUGIN, RUN, YAML_ONLY, coerce, plain, setting, setting_of, type_problem
+
+NORM_TYPES = ("L_inf", "L2", "L1", "Reg")  # Reg: no projection, as in the reference
+PGD_INITS = ("max", "min", "zero", "random")
+# BackdoorBench's names (argparser_opt_scheduler) and none; the reference accepts them all and steps none.
+LR_SCHEDULERS = ("CosineAnnealingLR", "StepLR", "MultiStepLR", "CyclicLR", "ReduceLROnPlateau", "none")
+EPOCH_SCHEDULERS = ("CosineAnnealingLR", "StepLR", "MultiStepLR")  # those lr_scheduler_stepping epoch can step
+# When the lr_scheduler steps: never (the reference: lr stays constant) or once per epoch.
+LR_SCHEDULER_STEPPINGS = ("never", "epoch")
+OPTIMIZERS = ("adam", "sgd")
+LOADERS = ("auto", "backdoorbench", "standalone")
+
+
+def _scheduler_name(text: str) -> str:
+    return "none" if text.lower() in ("none", "constant", "null") else text
+
+
+@dataclass(frozen=True)
+class SAUConfig:
+    """Every SAU setting, each declared once. Defaults are BackdoorBench's ``config/defense/sau/config.yaml``.
+
+    ``kind`` METHOD: a hyperparameter the core reads (``MethodConfig``); RUN: where and how the
+    run happens. ``affects``: the setting changes the numbers, so ``--resume`` refuses a change.
+    """
+
+    # --- BackdoorBench: run environment -------------------------------------------
+    device: str = setting("cuda", "cpu, cuda, cuda:N or auto", kind=RUN, source=BB)
+    # BackdoorBench: True, which the reference ignores; bf16 is opt-in (README: Configuration)
+    amp: bool = setting(False, "bf16/fp16 autocast where the hardware supports it", kind=METHOD, source=BB, flag="bool")
+    pin_memory: bool = setting(True, "accepted for compatibility", kind=RUN, source=BB, flag="bool", short=("-pm",))
+    non_blocking: bool = setting(True, "accepted for compatibility", kind=RUN, source=BB, flag="bool", short=("-nb",))
+    prefetch: bool = setting(False, "accepted for compatibility", kind=RUN, source=BB, flag="bool", short=("-pf",))
+    checkpoint_load: Optional[str] = setting(None, "accepted for compatibility (use --resume)", kind=RUN, source=BB)
+    checkpoint_save: Optional[str] = setting(None, "checkpoint folder (default <output>/checkpoint)", kind=RUN,
+                                             source=BB)
+    log: Optional[str] = setting(None, "log folder (default <output>/log)", kind=RUN, source=BB)
+    dataset_path: str = setting("./data", "accepted for compatibility; data is found from the attack result",
+                                kind=RUN, source=BB)
+    dataset: str = setting("cifar10", "mnist, cifar10, cifar100, gtsrb, tiny (default: the one the attack result "
+                           "names; without --yaml_path, that dataset's shipped YAML)", kind=RUN, source=BB,
+                           affects=True)
+    result_file: Optional[str] = setting(None, "attack folder under --record_dir", kind=RUN, source=BB)
+    yaml_path: Optional[str] = setting(None, "defaults, e.g. defense_configs/sau/cifar10.yaml (default: the plugin's "
+                                       "YAML for the dataset, else its config.yaml)", kind=RUN, source=BB)
+    # --- BackdoorBench: training ----------------------------------------------------
+    epochs: int = setting(100, "unlearning epochs when --n_rounds is not given", kind=RUN, source=BB)
+    batch_size: int = setting(256, "clean samples per batch", kind=METHOD, source=BB)
+    num_workers: int = setting(4, "accepted for compatibility", kind=RUN, source=BB, cli_type=float)
+    model: str = setting("preactresnet18", "informational: the attack result names the model", kind=RUN, source=BB)
+    lr: float = setting(1e-4, "learning rate of the purified model", kind=METHOD, source=BB)
+    lr_scheduler: str = setting("CosineAnnealingLR", "CosineAnnealingLR, StepLR, MultiStepLR, CyclicLR, "
+                                "ReduceLROnPlateau or none; as in the reference, never stepped (constant lr) unless "
+                                "--lr_scheduler_stepping epoch", kind=METHOD, source=BB, normalize=_scheduler_name)
+    steplr_stepsize: Optional[int] = setting(None, "StepLR: epochs per step", kind=METHOD, source=BB)
+    steplr_gamma: Optional[float] = setting(None, "StepLR / MultiStepLR: lr factor per step", kind=METHOD, source=BB)
+    steplr_milestones: Optional[Tuple[int, ...]] = setting(None, "MultiStepLR: epochs at which lr steps",
+                                                           kind=METHOD, source=BB, nargs="+")
+    cos_t_max: Optional[int] = setting(None, "CosineAnnealingLR period in epochs (default n_rounds)", kind=METHOD,
+                                       source=YAML_ONLY)
+    lr_scheduler_stepping: str = setting("never", "never (default, as the reference: constant lr) or epoch (step "
+                                         "--lr_scheduler once per epoch; cosine over n_rounds)", kind=METHOD,
+                                         source=PLUGIN, choices=LR_SCHEDULER_STEPPINGS, normalize=str.lower)
+    client_optimizer: str = setting("adam", "adam or sgd", kind=METHOD, source=BB, normalize=str.lower)
+    sgd_momentum: float = setting(0.9, "momentum of sgd", kind=METHOD, source=BB)
+    wd: float = setting(0.0, "weight decay", kind=METHOD, source=BB)
+    adam_betas: Tuple[float, ...] = setting((0.9, 0.999), "Adam's betas", kind=METHOD, source=YAML_ONLY)
+    frequency_save: int = setting(0, "accepted for compatibility (a checkpoint is kept every epoch)", kind=RUN,
+                                  source=BB)
+    random_seed: int = setting(0, "seed of the clean subset, shuffling and PGD", kind=METHOD, source=BB)
+    optim: str = setting("Adam", "accepted for compatibility (client_optimizer chooses)", kind=RUN, source=BB)
+    # --- BackdoorBench: SAU ------------------------------------------------------------
+    ratio: float = setting(0.05, "fraction of the clean training set used", kind=RUN, source=BB, affects=True)
+    index: Optional[str] = setting(None, "text file of clean training indices (overrides --ratio)", kind=RUN,
+                                   source=BB)
+    n_rounds: int = setting(100, "unlearning epochs", kind=METHOD, source=BB)
+    outer_steps: int = setting(1, "outer (model) updates per batch", kind=METHOD, source=BB)
+    lmd_1: float = setting(1.0, "weight of L_cl", kind=METHOD, source=BB)
+    lmd_2: float = setting(0.0, "weight of L_at (0: off)", kind=METHOD, source=BB)
+    lmd_3: float = setting(1.0, "weight of L_sar", kind=METHOD, source=BB)
+    beta_1: float = setting(0.01, "weight of L_adv", kind=METHOD, source=BB)
+    beta_2: float = setting(1.0, "weight of L_share", kind=METHOD, source=BB)
+    trigger_norm: float = setting(0.2, "perturbation bound", kind=METHOD, source=BB)
+    pgd_init: str = setting("max", "zero, random, max or min", kind=METHOD, source=BB)
+    norm_type: str = setting("L_inf", "L_inf, L2, L1 or Reg (no projection)", kind=METHOD, source=BB)
+    adv_lr: float = setting(0.2, "PGD step size", kind=METHOD, source=BB)
+    adv_steps: int = setting(5, "PGD steps", kind=METHOD, source=BB)
+    train_mode: bool = setting(False, "BatchNorm in train mode during the outer step", kind=METHOD, source=BB,
+                               flag="switch")
+    # --- plugin --------------------------------------------------------------------------
+    variant: str = setting("sau", f"{', '.join(VARIANTS)}: SAU (A+B), vanilla adversarial training (C+D), "
+                           "fine-tuning, and the paper's ablations A+D and C+B (Table 5)", kind=METHOD,
+                           source=PLUGIN, normalize=canonical_variant)
+    amsgrad: bool = setting(True, "Adam's amsgrad (BackdoorBench's Adam uses it)", kind=METHOD, source=YAML_ONLY)
+    compile: bool = setting(False, "torch.compile the models (torch >= 2.0)", kind=RUN, source=PLUGIN, flag="switch")
+    cpu_heap_reuse: bool = setting(True, "CPU: keep freed activation memory in the heap instead of page-faulting it "
+                                   "anew every batch (glibc; default true; no effect on results)", kind=RUN,
+                                   source=PLUGIN, flag="bool")
+    loader: str = setting("auto", "who re-reads the clean data: auto (BackdoorBench's own loader when it imports, else "
+                          "the plugin's), backdoorbench or standalone", kind=RUN, source=PLUGIN,
+                          choices=LOADERS)
+    trust_pickle: bool = setting(False, "load attack_result.pt with weights_only=False (runs any code in it)",
+                                 kind=RUN, source=PLUGIN, flag="switch")
+    record_dir: str = setting("record", "folder holding the attack folders (default: record)", kind=RUN,
+                              source=PLUGIN)
+    defense_name: str = setting("sau", "output folder and file prefix (default: sau)", kind=RUN, source=PLUGIN)
+    resume: bool = setting(False, "continue an interrupted run from checkpoint/last.pt", kind=RUN, source=PLUGIN, flag="switch")
+    overwrite: bool = setting(False, "replace an existing defense output", kind=RUN, source=PLUGIN, flag="switch")
+
+    def __post_init__(self) -> None:
+        for f in fields(self):  # aliases and case, also for keyword arguments: SAUConfig(variant="A+B")
+            normalize, value = setting_of(f).normalize, getattr(self, f.name)
+            if normalize is not None and isinstance(value, str):
+                object.__setattr__(self, f.name, normalize(value))
+        _validate(self)
+
+    # ---- construction -------------------------------------------------------------------
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], *, source: str = "config") -> "SAUConfig":
+        """Build from a dict (YAML content, argparse namespace); unknown keys are refused."""
+        known = {f.name for f in fields(cls)}
+        unknown = [k for k in values if k not in known]
+        if unknown:
+            hints = []
+            for k in unknown:
+                close = difflib.get_close_matches(k, known, n=1)
+                hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise ConfigError(
+                f"{source}: unknown key(s) {', '.join(hints)}; "
+                f"see SAUConfig in sau_plugin/config.py for the accepted keys"
+            )
+        return cls(**_coerced(cls, values))
+
+    @classmethod
+    def from_yaml(cls, path: Union[str, Path], overrides: Optional[Mapping[str, Any]] = None) -> "SAUConfig":
+        """YAML defaults with ``overrides`` (e.g. command-line values that are not None) on top."""
+        values = load_yaml_mapping(path)
+        values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        values.setdefault("yaml_path", str(path))
+        return cls.from_mapping(values, source=str(path))
+
+    def replace(self, **changes: Any) -> "SAUConfig":
+        """A validated copy with ``changes`` applied (the original is never mutated)."""
+        return dataclasses.replace(self, **_coerced(type(self), changes))
+
+    def to_dict(self) -> dict:
+        return {f.name: plain(getattr(self, f.name)) for f in fields(self)}
+
+    def fingerprint(self) -> dict:
+        """The settings that change the numbers: a resumed run must have the same."""
+        return {f.name: plain(getattr(self, f.name)) for f in fields(self) if setting_of(f).affects}
+
+    def method(self) -> "MethodConfig":
+        """The method's hyperparameters only: what the core reads."""
+        return MethodConfig(**{f.name: getattr(self, f.name) for f in fields(MethodConfig)})
+
+    # ---- derived --------------------------------------------------------------------------
+    @property
+    def inner(self) -> Optional[str]:
+        """Inner maximisation of the variant: 'shared' (A), 'pgd' (C) or None (FT)."""
+        return get_variant(self.variant).inner
+
+    @property
+    def outer(self) -> str:
+        """Outer minimisation of the variant: 'sar' (B), 'at' (D) or 'ft'."""
+        return get_variant(self.variant).outer
+
+
+def load_yaml_mapping(path: Union[str, Path]) -> dict:
+    import yaml  # local: the core never needs it
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"YAML config {str(p)!r} not found; pass --yaml_path pointing to e.g. defense_configs/sau/cifar10.yaml")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"YAML config {str(p)!r} is not valid YAML ({exc.__class__.__name__}); fix the file") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"YAML config {str(p)!r} must be a mapping of key: value, found {type(data).__name__}")
+    return dict(data)
+
+
+# ---- validation -------------------------------------------------------------------------------
+
+def _coerced(cls: type, values: Mapping[str, Any]) -> dict:
+    by_name = {f.name: f for f in fields(cls)}
+    return {k: coerce(by_name[k], v) if k in by_name else v for k, v in values.items()}
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+def _validate(c: SAUConfig) -> None:
+    for f in fields(c):
+        problem = type_problem(f, getattr(c, f.name))
+        _check(problem is None, problem or "")
+
+    _check(c.norm_type in NORM_TYPES, f"norm_type must be one of {', '.join(NORM_TYPES)}; got {c.norm_type!r}")
+    _check(c.pgd_init in PGD_INITS, f"pgd_init must be one of {', '.join(PGD_INITS)}; got {c.pgd_init!r}")
+    _check(c.trigger_norm > 0, f"trigger_norm (perturbation bound) must be > 0; got {c.trigger_norm}")
+    _check(c.adv_lr > 0, f"adv_lr (PGD step size) must be > 0; got {c.adv_lr}")
+    _check(c.adv_steps >= 1, f"adv_steps (PGD steps) must be >= 1; got {c.adv_steps}")
+    for key in ("lmd_1", "lmd_2", "lmd_3", "beta_1", "beta_2", "wd"):
+        _check(getattr(c, key) >= 0, f"{key} must be >= 0; got {getattr(c, key)}")
+    _check(0 < c.ratio <= 1, f"ratio (fraction of the clean training set) must be in (0, 1]; got {c.ratio}")
+    _check(c.lr > 0, f"lr must be > 0; got {c.lr}")
+    _check(c.batch_size >= 1, f"batch_size must be >= 1; got {c.batch_size}")
+    _check(c.n_rounds >= 0, f"n_rounds (unlearning epochs) must be >= 0; got {c.n_rounds}")
+    _check(c.outer_steps >= 1, f"outer_steps must be >= 1; got {c.outer_steps}")
+    _check(isinstance(c.num_workers, int) and c.num_workers >= 0, f"num_workers must be an integer >= 0; got {c.num_workers!r}")
+    _check(c.variant in VARIANTS, f"variant must be one of {', '.join(VARIANTS)}; got {c.variant!r}")
+    _check(c.lr_scheduler in LR_SCHEDULERS, f"lr_scheduler must be one of {', '.join(LR_SCHEDULERS)}; got {c.lr_scheduler!r}")
+    _check(c.lr_scheduler_stepping in LR_SCHEDULER_STEPPINGS,
+           f"lr_scheduler_stepping must be one of {', '.join(LR_SCHEDULER_STEPPINGS)}; got {c.lr_scheduler_stepping!r}")
+    if c.lr_scheduler_stepping == "epoch":  # the schedule's settings matter only when it is stepped
+        _check(c.lr_scheduler in EPOCH_SCHEDULERS, f"lr_scheduler_stepping epoch steps the lr_scheduler once per "
+               f"epoch, which {c.lr_scheduler} is not made for; use {', '.join(EPOCH_SCHEDULERS)} or "
+               f"lr_scheduler_stepping never")
+        if c.lr_scheduler == "StepLR":
+            _check(c.steplr_stepsize is not None and c.steplr_stepsize >= 1 and c.steplr_gamma is not None,
+                   "lr_scheduler StepLR needs steplr_stepsize >= 1 and steplr_gamma")
+        if c.lr_scheduler == "MultiStepLR":
+            _check(bool(c.steplr_milestones) and c.steplr_gamma is not None,
+                   "lr_scheduler MultiStepLR needs steplr_milestones and steplr_gamma")
+    _check(c.client_optimizer in OPTIMIZERS, f"client_optimizer must be one of {', '.join(OPTIMIZERS)}; got {c.client_optimizer!r}")
+    _check(len(c.adam_betas) == 2 and all(0 <= b < 1 for b in c.adam_betas),
+           f"adam_betas must be two numbers in [0, 1); got {c.adam_betas!r}")
+    _check(c.loader in LOADERS, f"loader must be one of {', '.join(LOADERS)}; got {c.loader!r}")
+    _check(isinstance(c.device, str) and _valid_device(c.device),
+           f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto'; got {c.device!r}")
+    _check(isinstance(c.model, str) and c.model != "", f"model must be a model name; got {c.model!r}")
+    _check(isinstance(c.defense_name, str) and re.fullmatch(r"[A-Za-z0-9_+-]+", c.defense_name) is not None,
+           f"defense_name (an output folder name) must be letters, digits, '-', '_' or '+'; got {c.defense_name!r}")
+
+
+def _valid_device(dev: str) -> bool:
+    if dev in ("cpu", "cuda", "auto", "mps"):
+        return True
+    if dev.startswith("cuda:"):
+        return all(part.isdigit() for part in dev[5:].split(","))
+    return False
+
+
+
+def _method_config_init(self) -> None:
+    SAUConfig(**{f.name: getattr(self, f.name) for f in fields(self)})  # one set of checks for both
+
+
+def _method_replace(self, **changes: Any) -> "MethodConfig":
+    return dataclasses.replace(self, **_coerced(type(self), changes))
+
+
+# Derived, not declared: the METHOD-kind fields of SAUConfig, with their declarations.
+MethodConfig = dataclasses.make_dataclass(
+    "MethodConfig",
+    [(f.name, f.type, dataclasses.field(default=f.default, metadata=f.metadata))
+     for f in fields(SAUConfig) if setting_of(f).kind == METHOD],
+    frozen=True,
+    namespace={"__doc__": "The method's hyperparameters (the METHOD-kind settings of SAUConfig); what the core reads.",
+               "__post_init__": _method_config_init, "replace": _method_replace, "to_dict": SAUConfig.to_dict,
+               "inner": SAUConfig.inner, "outer": SAUConfig.outer, "__module__": __name__},
+)

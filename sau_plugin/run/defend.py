@@ -1,0 +1,155 @@
+"""One defense run: load and check the inputs, fit the Unlearner, write BackdoorBench's outputs.
+
+Every input is read and checked before the output folder is created; ``checkpoint/last.pt``
+is rewritten after every epoch (``--resume`` continues from it bit for bit); errors are
+:class:`~sau_plugin.errors.SAUError` subclasses with a one-line message.
+"""
+
+import copy
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Optional, Sequence
+
+import torch.nn as nn
+
+from .. import __version__, runtime
+from ..backdoorbench.record import AttackRecord
+from ..backdoorbench.transforms import normalized_batches
+from ..compat import require_compile
+from ..config import SAUConfig
+from ..core import Callback, Unlearner
+from ..errors import SAUError
+from ..metrics import der, evaluate_backdoor, evaluate_clean
+from . import checkpoint
+from .callbacks import TqdmProgress
+from .inputs import load_inputs, resolve_device
+from .logs import LogSession
+from .outputs import OutputDir, figures, no_defense_losses, versions
+
+log = logging.getLogger("sau_plugin")
+
+@dataclass
+class DefenseOutcome:
+    output_dir: Path  # record/<attack>/defense/<defense_name>/
+    before: dict  # no-defense figures: test_acc, test_asr, test_ra (fractions)
+    after: dict  # final figures, same keys
+    der: float  # percent, eq. (14)
+    timings: dict  # seconds per phase
+    files: list  # paths written
+    model: Optional[nn.Module] = field(default=None, repr=False)  # the purified model
+
+
+def run_defense(cfg: SAUConfig, *, progress: bool = True, log_level: str = "info",
+                record: Optional[AttackRecord] = None, callbacks: Sequence[Callback] = ()) -> DefenseOutcome:
+    """Run SAU on ``<cfg.record_dir>/<cfg.result_file>`` and write BackdoorBench's outputs.
+
+    ``log_level`` ``debug`` adds shared PGD's per-batch diagnostics to the log. ``record``:
+    that folder's attack result when the caller has read it already. ``callbacks`` are passed
+    to ``Unlearner.fit`` after the progress bar (see ``sau_plugin.core.callbacks``); a run one
+    of them stops writes no result.
+    """
+    session = LogSession(console=progress, level=log_level)
+    try:
+        return _run(cfg, progress, session, record, callbacks)
+    finally:
+        session.close()
+
+
+def _run(cfg: SAUConfig, progress: bool, session: LogSession, record: Optional[AttackRecord],
+         callbacks: Sequence[Callback]) -> DefenseOutcome:
+    t_start = time.perf_counter()
+    timings: Dict[str, float] = {}
+    out = OutputDir.of(cfg)
+    device = resolve_device(cfg.device)
+    if cfg.compile:
+        require_compile()  # before anything is written
+    out.check(cfg)
+    inp = load_inputs(cfg, record=record, timings=timings)  # nothing is written before the inputs pass
+    resume_state = checkpoint.read(out.checkpoint, cfg, inp.indices) if cfg.resume and out.checkpoint.is_file() else None
+
+    out.prepare(overwrite=cfg.overwrite)
+    log_file = session.to_file(out.log)
+    rec, data = inp.record, inp.data
+    log.info("sau_plugin %s, %s defense of %s (%s, %s, %d classes), loader %s, device %s", __version__, cfg.variant,
+             out.attack_dir, rec.model_name, rec.clean_data, rec.num_classes, data.loader, device)
+    log.info("clean subset %d of %d; clean test %d; poisoned test %d", len(inp.indices), len(data.clean_train),
+             len(data.clean_test), len(data.bd_test))
+    log.info("config: %s", cfg.to_dict())
+    index_file = out.write_index(inp.indices)
+
+    notes = runtime.configure(device, cpu_heap_reuse=cfg.cpu_heap_reuse)  # process-wide: the run's job, not the core's
+    model = inp.model.to(device).eval()  # DefenseOutcome.model is handed back in eval mode
+    unlearner = Unlearner(model, copy.deepcopy(model), cfg, mean=inp.mean, std=inp.std, copy_ref=False)
+    log.info("precision: %s; runtime: %s", unlearner.precision.note, notes)
+
+    def evaluate(net: nn.Module) -> Dict[str, float]:
+        kw = dict(mean=inp.mean, std=inp.std, batch_size=cfg.batch_size, device=device)
+        result = evaluate_clean(net, normalized_batches(*inp.test, **kw), unlearner.precision)
+        result.update(evaluate_backdoor(net, normalized_batches(*inp.bd_test, **kw), unlearner.precision))
+        return result
+
+    timings["initial_eval"] = 0.0
+    if resume_state is not None:
+        initial = checkpoint.restore(resume_state, out.checkpoint, unlearner)
+        log.info("resumed from %s after epoch %d of %d", out.checkpoint, unlearner.epoch, cfg.n_rounds)
+    else:
+        if cfg.resume:
+            log.info("--resume: no checkpoint at %s, starting from the beginning", out.checkpoint)
+        t = time.perf_counter()
+        initial = evaluate(unlearner.model)  # no defense: in sau_result.json, not in <name>_df.csv
+        timings["initial_eval"] = time.perf_counter() - t
+    log.info("no defense: %s", figures(initial))
+
+    spent = {"unlearn": 0.0, "eval": 0.0, "write": 0.0}
+
+    def on_epoch_end(u: Unlearner, row: Dict[str, float]) -> None:
+        t0 = time.perf_counter()
+        spent["unlearn"] += row.get("time_unlearn_s", 0.0)
+        spent["eval"] += row.get("time_eval_s", 0.0)
+        checkpoint.save(out.checkpoint, u, initial, inp.indices, cfg)
+        out.write_epoch(u.history)
+        spent["write"] += time.perf_counter() - t0
+        log.info("epoch %d/%d: %s, train loss %.4f", u.epoch, cfg.n_rounds, figures(row), row.get("train_loss", math.nan))
+
+    try:
+        fitted = unlearner.fit(*inp.clean, evaluate=evaluate, on_epoch_end=on_epoch_end,
+                               callbacks=[TqdmProgress(progress), *callbacks])
+    except Exception as exc:
+        kept = f": {out.checkpoint}, after epoch {unlearner.epoch}" if out.checkpoint.is_file() else ""
+        log.error("stopped: %s%s", exc, kept)
+        if kept and hasattr(exc, "exit_code"):  # say where the last good state is
+            raise type(exc)(f"{exc}{kept}") from None
+        raise
+    if fitted.stopped and unlearner.epoch < cfg.n_rounds:  # a partial run is no result
+        p = unlearner.progress
+        where = f"epoch {unlearner.epoch + 1} batch {p.next_batch}" if p is not None else f"epoch {unlearner.epoch}"
+        kept = f"; {out.checkpoint} holds epoch {unlearner.epoch}, rerun with --resume" if out.checkpoint.is_file() else ""
+        log.error("stopped by a callback after %s%s", where, kept)
+        raise SAUError(f"stopped by a callback after {where}; no result written{kept}")
+    timings.update(unlearn=spent["unlearn"], eval=spent["eval"], write=spent["write"])
+
+    # csv, summary, plots and sau_result.json; defense_result.pt last, so a failed run leaves none.
+    t = time.perf_counter()
+    rows = unlearner.history
+    written = out.write_tables(rows)  # with no epoch run (n_rounds 0): none, and final = no_defense
+    before, after = figures(initial), figures(rows[-1] if rows else initial)
+    der_pct = der(before["test_acc"], before["test_asr"], after["test_acc"], after["test_asr"])
+    files = [*written, out.result_json, out.defense_result, index_file, log_file, out.checkpoint]
+    timings["write"] += time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t_start
+    out.write_result_json({
+        "defense": cfg.defense_name, "variant": cfg.variant, "attack": cfg.result_file,
+        "attack_dir": str(out.attack_dir), "model_name": rec.model_name, "num_classes": rec.num_classes,
+        "dataset": rec.clean_data, "no_defense": before, "no_defense_losses": no_defense_losses(initial),
+        "final": after, "der": der_pct, "epochs_run": unlearner.epoch, "n_clean": len(inp.indices),
+        "n_test": len(data.clean_test), "n_bd_test": len(data.bd_test), "loader": data.loader, "device": str(device),
+        "precision": unlearner.precision.note, "allocator": notes.allocator, "timings_s": timings,
+        "versions": versions(), "attack_summary": out.attack_summary(), "config": cfg.to_dict(),
+        "files": [str(f) for f in files],
+    })
+    out.write_model(rec.model_name, rec.num_classes, unlearner.model)
+    log.info("final: %s, DER %.2f%%; wrote %s", after, der_pct, out.out)
+    return DefenseOutcome(out.out, before, after, der_pct, timings, files, unlearner.model)
