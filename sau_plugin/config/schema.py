@@ -73,24 +73,17 @@ def coerce(f: dataclasses.Field, value: Any) -> Any:
             return parse_bool(value)
         except ValueError:
             raise ConfigError(f"{name} must be true or false, got {value!r}") from None
-    if t is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{name} must be an integer, got {value!r}")
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
+    if t in (int, float):
+        what = "an integer" if t is int else "a number"
+        if isinstance(value, bool):  # YAML's true is an int to Python, not a number to the user
+            raise ConfigError(f"{name} must be {what}, got {value!r}")
+        if t is int and isinstance(value, float) and value.is_integer():
+            return int(value)  # BackdoorBench's argparse declares some integers float
+        if isinstance(value, str) or (t is float and isinstance(value, int)):
             try:
-                return int(value)
+                return t(value)
             except ValueError:
-                raise ConfigError(f"{name} must be an integer, got {value!r}") from None
-    if t is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{name} must be a number, got {value!r}")
-        if isinstance(value, (int, str)):
-            try:
-                return float(value)
-            except ValueError:
-                raise ConfigError(f"{name} must be a number, got {value!r}") from None
+                raise ConfigError(f"{name} must be {what}, got {value!r}") from None
     if typing.get_origin(t) is tuple:
         item = typing.get_args(t)[0]
         try:
