@@ -3,8 +3,8 @@
 Every error a user can cause (a bad flag, a missing or corrupt file, an unknown
 model, a diverging run) is raised as a subclass of :class:`SAUError`, with a
 message that says what was expected, what was found and what to do. The command
-line prints ``error: <message>`` on one line and exits with code 2 for these;
-anything else is a bug.
+line prints ``error: <message>`` on one line and exits with the error's
+``exit_code`` (2, or 75 for :class:`Preempted`); anything else is a bug.
 """
 
 
@@ -49,3 +49,10 @@ class OutputError(SAUError):
 class CompatibilityError(SAUError):
     """The installed libraries lack an API the plugin needs, or failed in a way that says
     nothing about the input (so it is not reported as a bad file)."""
+
+
+class Preempted(SAUError):
+    """SIGTERM or SIGINT stopped the run after a batch; its checkpoint is saved and ``--resume``
+    continues it. Exit code 75 (EX_TEMPFAIL, "try again"), so a scheduler can tell it from a failure."""
+
+    exit_code = 75

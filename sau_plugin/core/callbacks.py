@@ -15,9 +15,9 @@ progress, so ``load_state_dict`` + ``fit`` continue at the next batch bit for bi
 A stop requested at an epoch's last batch ends ``fit`` after that epoch's ``evaluate`` and
 ``on_epoch_end``: a stop never skips an epoch's bookkeeping.
 
-Sketch of the hooks later work plugs in here, without core code: SIGTERM preemption (a
-callback that installs a signal handler in ``on_fit_start``, answers ``should_stop`` once a
-signal came, and restores the handler in ``on_fit_end``; the run layer then saves a
+Hooks plugged in here without core code: SIGTERM / SIGINT preemption (the run layer's
+``PreemptionGuard`` installs signal handlers in ``on_fit_start``, answers ``should_stop`` once a
+signal came, and restores the handlers in ``on_fit_end``; the run layer then saves a
 checkpoint); a kill test that parks a run at a chosen batch (``on_batch_end``); distributed
 runs take the stop decision collectively across ranks before ``should_stop`` answers.
 """

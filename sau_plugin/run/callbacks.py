@@ -1,7 +1,9 @@
 """Callbacks of ``Unlearner.fit`` that belong to a run, not to the method."""
 
+import signal
 import sys
-from typing import Dict
+import threading
+from typing import Any, Dict, Optional
 
 from ..core import Callback, Unlearner
 
@@ -28,3 +30,51 @@ class TqdmProgress(Callback):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+class PreemptionGuard(Callback):
+    """SIGTERM or SIGINT during ``fit``: finish the current batch, then stop (cluster schedulers
+    stop jobs with SIGTERM). The run layer then saves the checkpoint and raises
+    :class:`~sau_plugin.errors.Preempted`.
+
+    The handlers live from ``on_fit_start`` to ``on_fit_end``, which puts the previous ones
+    back; outside ``fit`` the signals act as before (SIGINT: KeyboardInterrupt). Python lets
+    only the main thread set signal handlers: in another thread, or for a signal the platform
+    lacks, the guard does nothing and the signal keeps its usual effect.
+    """
+
+    SIGNALS = ("SIGTERM", "SIGINT")
+
+    def __init__(self) -> None:
+        self.signal: Optional[int] = None  # the first signal received during fit
+        self._previous: Dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signal is None:
+            self.signal = signum
+
+    @property
+    def signal_name(self) -> str:
+        return signal.Signals(self.signal).name if self.signal is not None else ""
+
+    def on_fit_start(self, u: Unlearner) -> None:
+        self.signal = None
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for name in self.SIGNALS:
+            sig = getattr(signal, name, None)
+            if sig is None:
+                continue
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except (OSError, ValueError):  # not settable here: leave it alone
+                pass
+
+    def should_stop(self, u: Unlearner) -> bool:
+        return self.signal is not None
+
+    def on_fit_end(self, u: Unlearner, stopped: bool) -> None:
+        while self._previous:
+            sig, previous = self._previous.popitem()
+            # None: the previous handler was not set from Python; the default is the closest one can restore
+            signal.signal(sig, signal.SIG_DFL if previous is None else previous)

@@ -1,6 +1,7 @@
 """``checkpoint/last.pt``: everything a killed defense needs to continue bit for bit.
 
-Written atomically after every epoch: the Unlearner's state (model, optimizer, scheduler,
+Written atomically after every epoch, and after the batch a preempted run stopped at (its
+epoch's progress included): the Unlearner's state (model, optimizer, scheduler,
 shuffling/PGD generator, epoch, history), the no-defense row, the clean indices, the
 global RNG states, and a fingerprint of the settings that change the numbers. The
 frozen model's cached predictions are not stored: they are recomputed, identically,
@@ -21,13 +22,16 @@ from ..errors import ConfigError, RecordError
 from ..fileio import atomic_save
 from ..safeload import safe_torch_load
 
-FORMAT = "sau_plugin.checkpoint/1"
+FORMAT = "sau_plugin.checkpoint/1"  # between epochs
+FORMAT_MID_EPOCH = "sau_plugin.checkpoint/2"  # with the progress of a stopped epoch, which /1 readers would drop
+FORMATS = (FORMAT, FORMAT_MID_EPOCH)
 
 
 def save(path: Path, unlearner: Unlearner, initial: dict, indices: np.ndarray, cfg: SAUConfig) -> None:
+    saved = unlearner.state_dict()
     state = {
-        "format": FORMAT,
-        "unlearner": unlearner.state_dict(),
+        "format": FORMAT if saved.get("progress") is None else FORMAT_MID_EPOCH,
+        "unlearner": saved,
         "initial": dict(initial),
         "indices": torch.from_numpy(np.asarray(indices, dtype=np.int64)),
         "fingerprint": cfg.fingerprint(),
@@ -41,7 +45,7 @@ def read(path: Path, cfg: SAUConfig, indices: np.ndarray) -> dict:
     """The checkpoint to resume from, checked against the current settings (before anything is written)."""
     state = safe_torch_load(path, what="checkpoint",
                             fix="it cannot be resumed from; pass --overwrite instead of --resume to start over")
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    if not isinstance(state, dict) or state.get("format") not in FORMATS:
         raise RecordError(f"checkpoint {str(path)!r} is not a sau_plugin checkpoint; pass --overwrite to start over")
     # Only the settings that change the numbers count (SAUConfig.fingerprint): a moved record folder or
     # another allocator setting resumes. Keys an older checkpoint saved beyond those are ignored.

@@ -1,8 +1,9 @@
 """One defense run: load and check the inputs, fit the Unlearner, write BackdoorBench's outputs.
 
 Every input is read and checked before the output folder is created; ``checkpoint/last.pt``
-is rewritten after every epoch (``--resume`` continues from it bit for bit); errors are
-:class:`~sau_plugin.errors.SAUError` subclasses with a one-line message.
+is rewritten after every epoch, and after the batch at which SIGTERM / SIGINT stopped the run
+(:class:`~sau_plugin.errors.Preempted`, exit code 75); ``--resume`` continues from it bit for
+bit. Errors are :class:`~sau_plugin.errors.SAUError` subclasses with a one-line message.
 """
 
 import copy
@@ -21,10 +22,10 @@ from ..backdoorbench.transforms import normalized_batches
 from ..compat import require_compile
 from ..config import SAUConfig
 from ..core import Callback, Unlearner
-from ..errors import SAUError
+from ..errors import Preempted, SAUError
 from ..metrics import der, evaluate_backdoor, evaluate_clean
 from . import checkpoint
-from .callbacks import TqdmProgress
+from .callbacks import PreemptionGuard, TqdmProgress
 from .inputs import load_inputs, resolve_device
 from .logs import LogSession
 from .outputs import OutputDir, figures, no_defense_losses, versions
@@ -49,7 +50,8 @@ def run_defense(cfg: SAUConfig, *, progress: bool = True, log_level: str = "info
     ``log_level`` ``debug`` adds shared PGD's per-batch diagnostics to the log. ``record``:
     that folder's attack result when the caller has read it already. ``callbacks`` are passed
     to ``Unlearner.fit`` after the progress bar (see ``sau_plugin.core.callbacks``); a run one
-    of them stops writes no result.
+    of them stops writes no result. SIGTERM or SIGINT during unlearning (main thread) stops
+    the run after the current batch, saves the checkpoint and raises ``Preempted``.
     """
     session = LogSession(console=progress, level=log_level)
     try:
@@ -94,7 +96,8 @@ def _run(cfg: SAUConfig, progress: bool, session: LogSession, record: Optional[A
     timings["initial_eval"] = 0.0
     if resume_state is not None:
         initial = checkpoint.restore(resume_state, out.checkpoint, unlearner)
-        log.info("resumed from %s after epoch %d of %d", out.checkpoint, unlearner.epoch, cfg.n_rounds)
+        batch = f", batch {unlearner.progress.next_batch} of epoch {unlearner.epoch + 1}" if unlearner.progress else ""
+        log.info("resumed from %s after epoch %d of %d%s", out.checkpoint, unlearner.epoch, cfg.n_rounds, batch)
     else:
         if cfg.resume:
             log.info("--resume: no checkpoint at %s, starting from the beginning", out.checkpoint)
@@ -114,9 +117,10 @@ def _run(cfg: SAUConfig, progress: bool, session: LogSession, record: Optional[A
         spent["write"] += time.perf_counter() - t0
         log.info("epoch %d/%d: %s, train loss %.4f", u.epoch, cfg.n_rounds, figures(row), row.get("train_loss", math.nan))
 
+    guard = PreemptionGuard()  # SIGTERM / SIGINT: stop after the batch, checkpoint, exit 75
     try:
         fitted = unlearner.fit(*inp.clean, evaluate=evaluate, on_epoch_end=on_epoch_end,
-                               callbacks=[TqdmProgress(progress), *callbacks])
+                               callbacks=[TqdmProgress(progress), guard, *callbacks])
     except Exception as exc:
         kept = f": {out.checkpoint}, after epoch {unlearner.epoch}" if out.checkpoint.is_file() else ""
         log.error("stopped: %s%s", exc, kept)
@@ -126,6 +130,14 @@ def _run(cfg: SAUConfig, progress: bool, session: LogSession, record: Optional[A
     if fitted.stopped and unlearner.epoch < cfg.n_rounds:  # a partial run is no result
         p = unlearner.progress
         where = f"epoch {unlearner.epoch + 1} batch {p.next_batch}" if p is not None else f"epoch {unlearner.epoch}"
+        if guard.signal is not None:  # the progress of a stopped epoch is in the checkpoint too
+            checkpoint.save(out.checkpoint, unlearner, initial, inp.indices, cfg)
+            n_batches = -(-len(inp.clean[1]) // cfg.batch_size)
+            at = (f"in epoch {unlearner.epoch + 1} of {cfg.n_rounds} after batch {p.next_batch} of {n_batches}"
+                  if p is not None else f"after epoch {unlearner.epoch} of {cfg.n_rounds}")
+            msg = f"preempted by {guard.signal_name} {at}; no result written; checkpoint {out.checkpoint}; rerun with --resume"
+            log.error("%s", msg)
+            raise Preempted(msg)
         kept = f"; {out.checkpoint} holds epoch {unlearner.epoch}, rerun with --resume" if out.checkpoint.is_file() else ""
         log.error("stopped by a callback after %s%s", where, kept)
         raise SAUError(f"stopped by a callback after {where}; no result written{kept}")
