@@ -22,6 +22,7 @@ COMMANDS = {
     "attack": "sau_plugin.demo.attack",
     "demo": "sau_plugin.demo.run",
     "report": "sau_plugin.report.cli",
+    "bench": "sau_plugin.bench.cli",
 }
 
 

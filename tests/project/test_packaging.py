@@ -44,3 +44,6 @@ def test_the_wheel_carries_the_yamls_as_sau_plugin_configs(tmp_path):
     names = zipfile.ZipFile(next(tmp_path.glob("sau_plugin-*.whl"))).namelist()
     assert {f"sau_plugin/configs/{n}.yaml" for n in SHIPPED} <= set(names)
     assert "sau_plugin/configs/__init__.py" in names and "sau_plugin/config/files.py" in names
+    from sau_plugin.bench import shipped_tables
+
+    assert {f"sau_plugin/bench/tables/{t}.yaml" for t in shipped_tables()} <= set(names)

@@ -1,0 +1,112 @@
+"""The tables as data and the planner: each shipped table gives the same argv, in the same order, as
+the dry run of its bench_scripts/*.sh (run live here), plus selections, dependencies and files."""
+
+from __future__ import annotations
+
+import pytest
+
+from sau_plugin import ConfigError
+from sau_plugin.bench import Selection, load_table, plan, report_argv, shipped_tables
+from tests.helpers.bench_dry_run import SCRIPTS, script_dry_run
+
+SCRIPT_TABLES = sorted(p.stem for p in SCRIPTS.glob("table*.sh")) + ["cpu_bench"]
+
+
+def planned(table: str, **selection):
+    t = load_table(table)
+    sel = Selection(record_dir="record_cpu" if t.runner == "generator" else "record", **selection)
+    return [list(r.argv) for r in plan(t, sel)] + [report_argv(t, sel)]
+
+
+def test_every_table_script_has_its_yaml():
+    assert set(SCRIPT_TABLES) <= set(shipped_tables())
+
+
+@pytest.mark.parametrize("table", SCRIPT_TABLES)
+def test_a_shipped_table_plans_the_argv_its_script_runs_today(table, tmp_path):
+    assert planned(table) == script_dry_run(table, cwd=tmp_path)
+
+
+@pytest.mark.parametrize("table, args", [
+    ("table2", ("--attacks", "wanet,badnet", "--defenses", "sau,anp")),
+    ("table4", ("--pratios", "0.3,0.1", "--attacks", "lf")),
+    ("cpu_bench", ("--attacks", "sig", "--defenses", "none")),
+])
+def test_selections_plan_what_the_script_selects(table, args, tmp_path):
+    sel = dict(zip(("attacks", "defenses", "pratios"), ([], [], [])))
+    for flag, value in zip(args[::2], args[1::2]):
+        key = flag[2:]
+        sel[key] = [float(v) for v in value.split(",")] if key == "pratios" else value.split(",")
+    assert planned(table, **sel) == script_dry_run(table, *args, cwd=tmp_path)
+
+
+def test_table2_is_7_attack_and_49_defense_runs_each_defense_after_its_attack():
+    runs = plan(load_table("table2"), Selection(record_dir="rec", cwd="/bb"))
+    attacks = [r for r in runs if r.kind == "attack"]
+    defenses = [r for r in runs if r.kind == "defense"]
+    assert len(attacks) == 7 and len(defenses) == 49 and len({r.id for r in runs}) == 56
+    first = attacks[0]
+    assert first.id == "cifar10_preactresnet18_badnet_0_1 (attack)" and first.cwd == "/bb"
+    assert first.marker == "rec/cifar10_preactresnet18_badnet_0_1/attack_result.pt"
+    assert first.log == "bench_logs/table2/cifar10_preactresnet18_badnet_0_1.attack.log"
+    assert (first.gpus, first.cpus, first.deps) == (1, 1, ())
+    sau = runs[7]
+    assert sau.id == "cifar10_preactresnet18_badnet_0_1/defense/sau" and sau.deps == (first.id,)
+    assert sau.marker == "rec/cifar10_preactresnet18_badnet_0_1/defense/sau/defense_result.pt"
+    assert sau.log == "bench_logs/table2/cifar10_preactresnet18_badnet_0_1.sau.log"
+    for d in defenses:
+        attack = next(r for r in attacks if r.id == d.deps[0])
+        assert runs.index(attack) < runs.index(d) and d.argv[3] == attack.argv[-1]  # --result_file = its folder
+
+
+def test_extra_args_go_to_every_attack_and_plugin_defense_only():
+    runs = plan(load_table("table2"), Selection(attacks=["badnet"], defenses=["fp", "sau"], attack_args=["--epochs", "2"],
+                                                defense_args=["--epochs", "1"], device="cuda:1"))
+    assert runs[0].argv[-4:] == ("--epochs", "2", "--device", "cuda:1")
+    assert runs[1].argv[-4:] == ("--model", "preactresnet18", "--device", "cuda:1")  # BackdoorBench's fp
+    assert runs[2].argv[-5:] == ("sau", "--epochs", "1", "--device", "cuda:1")
+
+
+def test_generator_pratios_are_passed_and_name_the_folder():
+    runs = plan(load_table("cpu_bench"), Selection(attacks=["sig"], defenses=["sau"], pratios=[0.05], record_dir="r"))
+    assert runs[0].argv[-2:] == ("--pratio", "0.05") and runs[0].marker == "r/sig_0_05/attack_result.pt"
+    assert (runs[0].gpus, runs[0].cpus) == (0, 2) and "sig_0_05" in runs[1].argv
+
+
+@pytest.mark.parametrize("selection, message", [
+    (dict(attacks=["badnet", "nope"]), "table2 has no attack 'nope' (it has: badnet, blended, inputaware"),
+    (dict(defenses=["sau", "abl"]), "table2 has no defense 'abl' (it has: anp, fp, nc, nad, ep, i-bau, sau)"),
+    (dict(pratios=[0.2]), "table2 has no ratio 0.2 (it has: 0.1)"),
+    (dict(pratios=[1.5]), "--pratios must lie in (0, 1]; got 1.5"),
+])
+def test_unknown_selections_are_one_line_errors(selection, message):
+    with pytest.raises(ConfigError) as err:
+        plan(load_table("table2"), Selection(**selection))
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+CUSTOM = """\
+caption: "My grid"
+runner: backdoorbench
+dataset: gtsrb
+model: vgg19
+pratios: [0.05]
+attacks: {bpp: BppAttack}
+defenses:
+  ft-sam:
+  sau_fast: {plugin: true, label: SAU fast, args: [--epochs, 5]}
+resources: {gpus: 2, cpus: 8}
+"""
+
+
+def test_a_custom_yaml_is_a_table(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text(CUSTOM)
+    table = load_table(str(path))
+    runs = plan(table, Selection())
+    assert table.name == "mine" and [r.id for r in runs] == [
+        "gtsrb_vgg19_bpp_0_05 (attack)", "gtsrb_vgg19_bpp_0_05/defense/ft-sam", "gtsrb_vgg19_bpp_0_05/defense/sau_fast"]
+    assert runs[1].argv[:2] == ("python", "./defense/ft-sam.py")
+    assert runs[2].argv[-4:] == ("--defense_name", "sau_fast", "--epochs", "5")
+    assert {(r.gpus, r.cpus) for r in runs} == {(2, 8)}
+    assert "sau_fast=SAU fast" in report_argv(table, Selection())
