@@ -8,7 +8,7 @@ such batches. Losses are averaged over batches, as BackdoorBench does.
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, Iterator, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, Optional, Tuple
 
 import torch
 import torch.nn as nn
