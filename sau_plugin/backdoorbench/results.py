@@ -23,7 +23,8 @@ from ..fileio import atomic_path, atomic_save, atomic_write_text
 from . import metric_csv
 
 LOSS_COLUMNS = ["clean_test_loss_avg_over_batch", "bd_test_loss_avg_over_batch", "ra_test_loss_avg_over_batch"]
-METRIC_COLUMNS = LOSS_COLUMNS + ["test_acc", "test_asr", "test_ra"]
+FIGURE_COLUMNS = ["test_acc", "test_asr", "test_ra"]  # ACC, ASR, R-ACC
+METRIC_COLUMNS = LOSS_COLUMNS + FIGURE_COLUMNS
 DF_COLUMNS = ["epoch"] + METRIC_COLUMNS
 
 

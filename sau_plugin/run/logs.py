@@ -8,8 +8,10 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
+from ..config import cli
+
 log = logging.getLogger("sau_plugin")
-LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+LOG_LEVELS = {name: getattr(logging, name.upper()) for name in cli.LOG_LEVELS}  # the --log_level choices
 
 
 class LogSession:

@@ -18,17 +18,17 @@ import torch
 
 from .. import __version__
 from ..backdoorbench.metric_csv import summary_frame, write_csv
-from ..backdoorbench.results import LOSS_COLUMNS, defense_frame, plot_metrics, read_attack_summary, write_defense_result, write_json
+from ..backdoorbench.results import (FIGURE_COLUMNS, LOSS_COLUMNS, defense_frame, plot_metrics, read_attack_summary,
+                                     write_defense_result, write_json)
 from ..config import SAUConfig
 from ..errors import ConfigError, OutputError
 from ..fileio import atomic_write_text
 
-FIGURES = ("test_acc", "test_asr", "test_ra")
 
 
 def figures(row: Mapping[str, float]) -> Dict[str, float]:
     """ACC, ASR and R-ACC of a history row (fractions)."""
-    return {k: float(row[k]) for k in FIGURES}
+    return {k: float(row[k]) for k in FIGURE_COLUMNS}
 
 
 @dataclass(frozen=True)
