@@ -167,11 +167,6 @@ def dry_run(script: Path, args: List[str], cwd: Path) -> None:
     assert proc.returncode == 0, f"`{script.relative_to(REPO)} {' '.join(args)}`: exit {proc.returncode}\n{proc.stderr}"
 
 
-def lib_sh_options() -> Set[str]:
-    text = (REPO / "bench_scripts" / "lib.sh").read_text(encoding="utf-8")
-    return {o for m in re.findall(r"^\s*(-[-\w|]+)\)", text, re.M) for o in m.split("|")}
-
-
 # --- install and CI ------------------------------------------------------------------------
 
 def ci_pytest_args() -> List[str]:
@@ -337,7 +332,7 @@ def test_commands_shown_inline_use_real_flags(doc):
 
 
 def test_every_flag_the_readme_names_exists():
-    known = set(lib_sh_options())
+    known: Set[str] = set()
     for command in cli.COMMANDS:
         known |= option_strings(subparser(command))
     code = re.findall(r"`([^`]+)`", prose(README)) + [body for _, body in blocks(README, "bash")]
