@@ -82,7 +82,7 @@ def launch(run: Run, argv: Sequence[str], env: Dict[str, str], attempt: Optional
 
 
 class Ledger:
-    """``<report-dir>/<table>.runs.jsonl``: one JSON object per event, appended and flushed as it happens,
+    """``<report-dir>/<table>.runs.jsonl``: one JSON object per event, appended and closed as it happens,
     so the record of a grid survives the executor's own crash."""
 
     def __init__(self, path: str):
@@ -92,8 +92,6 @@ class Ledger:
     def write(self, **event) -> None:
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps({"time": _stamp(time.time()), **event}) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
 
 
 def _stamp(t: Optional[float]) -> Optional[str]:
@@ -141,22 +139,24 @@ class Grid:
         self._show()
 
     def ready(self) -> List[Run]:
-        """Pending runs whose dependencies succeeded, in plan order; runs that cannot start settle as blocked."""
+        """Pending runs whose dependencies succeeded, in plan order; those of a failed run settle as blocked."""
         out = []
         for run in self.runs:
             if self.state[run.id] != "pending":
                 continue
-            deps = [self.state.get(d, "done") for d in run.deps]
-            bad = [d for d in run.deps if self.state.get(d) in ("failed", "blocked")]
+            bad = [d for d in run.deps if self.state.get(d) in ("failed", "blocked", "stopped")]
             if bad:
                 self.block(run, f"{bad[0]} did not succeed")
-            elif all(s in ("done", "skipped") for s in deps):
-                why = blocker(run)
-                if why:
-                    self.block(run, why)
-                else:
-                    out.append(run)
+            elif all(self.state.get(d, "done") in ("done", "skipped") for d in run.deps):
+                out.append(run)
         return out
+
+    def startable(self, run: Run) -> bool:
+        """False (and the run settled as blocked) when a file it needs is missing or its folder is in the way."""
+        why = blocker(run)
+        if why:
+            self.block(run, why)
+        return not why
 
     def block(self, run: Run, reason: str) -> None:
         self._settle(run, "blocked", reason)

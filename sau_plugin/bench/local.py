@@ -4,8 +4,10 @@ each run gets its own (``CUDA_VISIBLE_DEVICES``, ``--gpus-per-run`` of them)."""
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import subprocess
+import threading
 import time
 from typing import Dict, List, Optional, Tuple
 
@@ -13,7 +15,7 @@ from ..errors import ConfigError, Preempted
 from .execute import Grid, command, child_env, host_name, launch
 from .plan import Run
 
-POLL_S = 0.05
+WAKE_S = 0.5  # the loop wakes at once when a run ends; this bounds a wait otherwise
 
 
 def visible_gpus() -> List[str]:
@@ -45,6 +47,7 @@ def run_local(grid: Grid, workers: int, gpus_per_run: Optional[int] = None, thre
         raise ConfigError(f"a run needs {widest} GPUs and this machine shows {len(free)}; pass --gpus-per-run "
                           f"{len(free)} or fewer")
     running: Dict[subprocess.Popen, Tuple[Run, List[str], List[str], float]] = {}
+    ended: "queue.Queue[subprocess.Popen]" = queue.Queue()  # each run's waiter thread puts it here
     stop: List[int] = []
 
     def on_signal(signum, _frame):
@@ -60,6 +63,8 @@ def run_local(grid: Grid, workers: int, gpus_per_run: Optional[int] = None, thre
                 for run in grid.ready():
                     if len(running) >= workers:
                         break
+                    if not grid.startable(run):
+                        continue
                     need = (gpus_per_run or run.gpus) if widest else 0
                     if need > len(free):
                         break
@@ -68,15 +73,19 @@ def run_local(grid: Grid, workers: int, gpus_per_run: Optional[int] = None, thre
                     env = child_env(os.environ, threads or run.cpus, ids if need else None)
                     start = time.time()
                     grid.started(run, argv, host_name(), f"gpu:{','.join(ids)}" if need else "cpu", start)
-                    running[launch(run, argv, env, grid.attempts[run.id])] = (run, argv, ids, start)
-            for proc in [p for p in running if p.poll() is not None]:
-                run, argv, ids, start = running.pop(proc)
-                free += ids
-                grid.finished(run, proc.returncode, argv, host_name(), f"gpu:{','.join(ids)}" if ids else "cpu",
-                              start, time.time())
+                    proc = launch(run, argv, env, grid.attempts[run.id])
+                    running[proc] = (run, argv, ids, start)
+                    threading.Thread(target=lambda p=proc: (p.wait(), ended.put(p)), daemon=True).start()
             if not running and (stop or not grid.ready()):
                 break
-            time.sleep(POLL_S)
+            try:
+                proc = ended.get(timeout=WAKE_S)
+            except queue.Empty:
+                continue
+            run, argv, ids, start = running.pop(proc)
+            free += ids
+            grid.finished(run, proc.returncode, argv, host_name(), f"gpu:{','.join(ids)}" if ids else "cpu",
+                          start, time.time())
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

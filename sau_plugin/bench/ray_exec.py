@@ -99,6 +99,12 @@ def run_ray(grid: Grid, record_dir: str, address: Optional[str] = None, workers:
         by_run: Dict[str, Any] = {}
 
         def submit(run: Run) -> None:
+            bad = [d for d in run.deps if grid.state.get(d) in ("failed", "blocked")]
+            if bad:
+                grid.block(run, f"{bad[0]} did not succeed")
+                return
+            if not grid.startable(run):
+                return
             dep = next((by_run[d] for d in run.deps if grid.state.get(d) == "pending"), None)
             n_cpus = cpus_per_run or run.cpus
             ref = task.options(num_cpus=n_cpus, num_gpus=gpus_per_run or run.gpus).remote(

@@ -242,3 +242,17 @@ def test_without_ray_the_executor_names_the_extra(monkeypatch):
         import_ray()
     assert str(err.value) == ('--executor ray needs Ray, which is not installed: pip install -e ".[ray]" '
                               '(or pip install ray)')
+
+
+def test_the_overhead_script_runs_its_grid_with_each_executor(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "bench_scripts" / "executor_overhead.py"
+    spec = importlib.util.spec_from_file_location("executor_overhead", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--runs", "10", "--workers", "2"]) == 0  # it asserts that every run ended done
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "10 no-op runs (2 attacks with 4 defenses each)"
+    assert [line.split()[:2] for line in lines[2:]] == [["direct", "loop"], ["local", "1"], ["local", "2"]]
