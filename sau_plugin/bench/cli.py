@@ -59,7 +59,8 @@ def add_cli(subparsers) -> None:
                         "per GPU (or per --gpus-per-run GPUs) when the table needs GPUs and there are some, else 1")
     p.add_argument("--gpus-per-run", type=int, default=None, help="GPUs of each run (default: the table's)")
     p.add_argument("--cpus-per-run", type=int, default=None,
-                   help="CPUs of each run: its OMP_NUM_THREADS and its Ray num_cpus (default: the table's)")
+                   help="CPUs of each run: its OMP_NUM_THREADS and its Ray num_cpus (default: the table's; "
+                        "OMP_NUM_THREADS set for the executor sets the runs' threads)")
     p.add_argument("--ray-address", default=None,
                    help="the Ray cluster to use unchanged (default: RAY_ADDRESS, else a local Ray instance)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

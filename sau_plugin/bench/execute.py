@@ -53,9 +53,10 @@ def blocker(run: Run) -> Optional[str]:
 
 
 def child_env(base: Dict[str, str], threads: int, gpu_ids: Optional[Sequence[str]] = None) -> Dict[str, str]:
-    """The run's environment: its CPU thread count (unless the caller's environment sets one) and its GPUs."""
+    """The run's environment: its CPU thread count (``--cpus-per-run``, else the executor's own
+    OMP_NUM_THREADS, else the table's cpus; not Ray's per-worker value) and its GPUs."""
     env = dict(base)
-    env.setdefault("OMP_NUM_THREADS", str(threads))
+    env["OMP_NUM_THREADS"] = str(threads)
     if gpu_ids is not None:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_ids)
     return env

@@ -73,7 +73,13 @@ def run_local(grid: Grid, workers: int, gpus_per_run: Optional[int] = None, thre
                     env = child_env(os.environ, threads or run.cpus, ids if need else None)
                     start = time.time()
                     grid.started(run, argv, host_name(), f"gpu:{','.join(ids)}" if need else "cpu", start)
-                    proc = launch(run, argv, env, grid.attempts[run.id])
+                    try:
+                        proc = launch(run, argv, env, grid.attempts[run.id])
+                    except OSError as exc:  # e.g. no such interpreter: this run fails, the grid goes on
+                        free += ids
+                        grid.finished(run, None, argv, host_name(), "cpu", start, time.time(),
+                                      error=f"could not start: {exc}")
+                        continue
                     running[proc] = (run, argv, ids, start)
                     threading.Thread(target=lambda p=proc: (p.wait(), ended.put(p)), daemon=True).start()
             if not running and (stop or not grid.ready()):

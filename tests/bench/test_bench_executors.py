@@ -136,9 +136,10 @@ def test_each_worker_gets_its_own_gpus(tmp_path):
 
 
 def test_runs_get_the_thread_count(tmp_path, monkeypatch):
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")
     local(tmp_path, [fake_run(tmp_path, "a1")], threads=3)
-    assert events(tmp_path)[0]["threads"] == "3"
+    local(tmp_path, [fake_run(tmp_path, "a2")])  # without: the run's cpus
+    assert [e["threads"] for e in events(tmp_path) if e["what"] == "start"] == ["3", "1"]
 
 
 def test_sigterm_to_the_executor_stops_the_runs_and_exits_preempted(tmp_path):
@@ -256,3 +257,12 @@ def test_the_overhead_script_runs_its_grid_with_each_executor(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "10 no-op runs (2 attacks with 4 defenses each)"
     assert [line.split()[:2] for line in lines[2:]] == [["direct", "loop"], ["local", "1"], ["local", "2"]]
+
+
+def test_a_run_that_cannot_start_fails_alone(tmp_path):
+    runs = grid_of(tmp_path, {})
+    runs[0] = runs[0].__class__(**{**runs[0].__dict__, "argv": ("/no/such/interpreter", "x")})
+    grid, entries = local(tmp_path, runs)
+    last = final(entries)
+    assert last["a1"]["status"] == "failed" and last["a1"]["reason"].startswith("could not start: [Errno 2]")
+    assert last["a1/d1"]["status"] == "blocked" and last["a2/d2"]["status"] == "done"
