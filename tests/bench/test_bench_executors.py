@@ -266,3 +266,15 @@ def test_a_run_that_cannot_start_fails_alone(tmp_path):
     last = final(entries)
     assert last["a1"]["status"] == "failed" and last["a1"]["reason"].startswith("could not start: [Errno 2]")
     assert last["a1/d1"]["status"] == "blocked" and last["a2/d2"]["status"] == "done"
+
+
+def test_the_progress_bar_counts_runs(tmp_path, capsys):
+    runs = grid_of(tmp_path, {"a1": "fail"})
+    (tmp_path / runs[3].marker).parent.mkdir(parents=True)
+    (tmp_path / runs[3].marker).write_text("")  # a2 done earlier
+    grid = Grid(runs, Ledger(str(tmp_path / "t.runs.jsonl")), progress=True)
+    run_local(grid, 2)
+    grid.close()
+    err = capsys.readouterr().err
+    assert "runs:  17%|" in err and "1/6 " in err  # the skipped run counts from the start
+    assert "6/6 " in err and "done 3, running 0, failed 3, pending 0" in err.replace("\r", "\n").splitlines()[-1]
