@@ -208,7 +208,10 @@ def test_ray_retries_a_task_whose_worker_was_killed(ray_local, tmp_path):
             if first:
                 worker = int(open(f"/proc/{first[0]['pid']}/stat").read().split(") ")[1].split()[1])
                 os.kill(worker, signal.SIGKILL)  # the Ray worker running the task; the run dies with it
-                return first[0]["pid"]
+                deadline = time.time() + 2  # well before its 4 s sleep would end
+                while alive(first[0]["pid"]) and time.time() < deadline:
+                    time.sleep(0.02)
+                return not alive(first[0]["pid"])
             time.sleep(0.05)
 
     killer = threading.Thread(target=lambda: killed.append(kill_the_worker_once()), daemon=True)
@@ -216,7 +219,7 @@ def test_ray_retries_a_task_whose_worker_was_killed(ray_local, tmp_path):
     killer.start()
     _, entries = by_ray(tmp_path, runs)
     killer.join()
-    assert killed and not alive(killed[0])
+    assert killed == [True]  # the killed worker's run did not outlive it
     mine = [e for e in entries if e["run"] == "a1/d1"]
     assert [e["status"] for e in mine] == ["running", "running", "done"] and mine[-1]["attempts"] == 2
     starts = [e for e in events(tmp_path) if e["run"] == "a1/d1" and e["what"] == "start"]
@@ -278,3 +281,32 @@ def test_the_progress_bar_counts_runs(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "runs:  17%|" in err and "1/6 " in err  # the skipped run counts from the start
     assert "6/6 " in err and "done 3, running 0, failed 3, pending 0" in err.replace("\r", "\n").splitlines()[-1]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_run_dies_with_the_executor_that_started_it(tmp_path):
+    import pickle
+    import subprocess
+
+    run = fake_run(tmp_path, "a1", sleep=30)
+    (tmp_path / "run.pickle").write_bytes(pickle.dumps(run))
+    driver = subprocess.Popen([sys.executable, "-c", (
+        "import os, pickle, sys, time\n"
+        "from sau_plugin.bench.execute import launch\n"
+        f"run = pickle.load(open({str(tmp_path / 'run.pickle')!r}, 'rb'))\n"
+        "launch(run, run.argv, dict(os.environ))\n"
+        "time.sleep(60)\n")])
+    try:
+        for _ in range(400):
+            if events(tmp_path):
+                break
+            time.sleep(0.05)
+        child = events(tmp_path)[0]["pid"]
+        driver.kill()  # SIGKILL: no handler, no cleanup of its own
+        driver.wait()
+        deadline = time.time() + 5
+        while alive(child) and time.time() < deadline:
+            time.sleep(0.02)
+        assert not alive(child)
+    finally:
+        driver.kill()
