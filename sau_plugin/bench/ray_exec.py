@@ -87,6 +87,8 @@ def run_ray(grid: Grid, record_dir: str, address: Optional[str] = None, workers:
             gpus_per_run: Optional[int] = None, cpus_per_run: Optional[int] = None,
             threads: Optional[int] = None) -> None:
     ray = import_ray()
+    if not grid.unsettled():  # every run done already: no cluster needed
+        return
     from ray.util.queue import Queue
 
     cpus = max((cpus_per_run or r.cpus for r in grid.runs), default=1)
