@@ -85,6 +85,9 @@ def _main(args: argparse.Namespace) -> int:
         return _dry_run(table, sel, runs, problems, args)
     if problems:
         raise ConfigError(problems[0])
+    if args.executor == "ray":
+        from .ray_exec import import_ray
+        import_ray()  # before anything is written
     grid = Grid(runs, Ledger(os.path.join(args.report_dir, f"{table.name}.runs.jsonl")),
                 progress=not args.no_progress)
     try:
@@ -118,8 +121,9 @@ def root_problems(table: Table, runs: List[Run]) -> List[str]:
     todo = [r for r in runs if not is_done(r)]
     if table.runner == "generator":
         sau_yaml = str(table.sau_yaml)
-        return [] if not todo or os.path.isfile(sau_yaml) else [f"no plugin config at {sau_yaml}: run from the "
-                                                                f"plugin's checkout or pass a table YAML with sau_yaml"]
+        if not any(r.kind == "defense" for r in todo) or os.path.isfile(sau_yaml):
+            return []
+        return [f"no plugin config at {sau_yaml}: run from the plugin's checkout or pass a table YAML with sau_yaml"]
     problems = []
     if todo and not os.path.isfile(os.path.join("attack", "prototype.py")):
         problems.append("not a BackdoorBench root (no ./attack/prototype.py): cd to BackdoorBench first")

@@ -248,6 +248,17 @@ def test_without_ray_the_executor_names_the_extra(monkeypatch):
                               '(or pip install ray)')
 
 
+def test_the_command_without_ray_says_so_before_writing_anything(tmp_path, monkeypatch, capsys):
+    from sau_plugin.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "cpu_bench", "--executor", "ray", "--attacks", "badnet", "--defenses", "none"]) == 2
+    assert capsys.readouterr().err == ('error: --executor ray needs Ray, which is not installed: '
+                                       'pip install -e ".[ray]" (or pip install ray)\n')
+    assert os.listdir(tmp_path) == []
+
+
 def test_the_overhead_script_runs_its_grid_with_each_executor(capsys):
     import importlib.util
     from pathlib import Path
