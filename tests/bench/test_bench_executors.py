@@ -1,4 +1,4 @@
-"""The executors on fake runs (tests/bench/fake_runs.py): order and concurrency, skipping done runs,
+"""The executors on fake runs (tests/helpers/fake_runs.py): order and concurrency, skipping done runs,
 a failure blocking only its dependents, exit 75 re-queued with --resume, the ledger's content, GPUs per
 worker, and for Ray the same plus a task whose worker process is killed once and retried."""
 
@@ -15,7 +15,7 @@ import pytest
 from sau_plugin.bench.execute import Grid, Ledger, command
 from sau_plugin.bench.local import default_workers, run_local
 from sau_plugin.errors import ConfigError, Preempted
-from tests.bench.fake_runs import alive, events, fake_run, final, grid_of, ledger
+from tests.helpers.fake_runs import alive, events, fake_run, final, grid_of, ledger
 
 
 def local(tmp_path, runs, workers=2, **kw):
