@@ -1,15 +1,6 @@
 #!/usr/bin/env bash
 # Paper Table 3: Tiny ImageNet, PreAct-ResNet18, poisoning ratio 10%: 6 attacks x (no defense + 7).
-# Run from a BackdoorBench root after 'sau-plugin install-into .'; --help for options.
-set -euo pipefail
-# shellcheck source=bench_scripts/lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-
-TABLE=table3
-CAPTION="Table 3: Tiny ImageNet, PreAct-ResNet18, poisoning ratio 10%"
-DATASET=tiny
-MODEL=preactresnet18
-PRATIOS=(0.1)
-ATTACKS=(badnet blended inputaware lf ssba wanet)  # no SIG, as in the paper
-DEFENSES=(anp fp nc nad ep i-bau sau)
-bench_main "$@"
+# Run from a BackdoorBench root after 'sau-plugin install-into .'.
+# The grid is sau_plugin/bench/tables/table3.yaml; this runs 'sau-plugin bench table3' (--help for options)
+# with PYTHON (default python) for the plugin and for every command of the grid.
+exec "${PYTHON:-python}" -m sau_plugin bench table3 --python "${PYTHON:-python}" "$@"

@@ -1,15 +1,6 @@
 #!/usr/bin/env bash
 # Paper Table 6: CIFAR-10, VGG19, poisoning ratio 10%: 7 attacks x (no defense, FP, NC, NAD, i-BAU, SAU).
-# Run from a BackdoorBench root after 'sau-plugin install-into .'; --help for options.
-set -euo pipefail
-# shellcheck source=bench_scripts/lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-
-TABLE=table6
-CAPTION="Table 6: CIFAR-10, VGG19, poisoning ratio 10%"
-DATASET=cifar10
-MODEL=vgg19
-PRATIOS=(0.1)
-ATTACKS=(badnet blended inputaware lf sig ssba wanet)
-DEFENSES=(fp nc nad i-bau sau)  # VGG19 has no BatchNorm: ANP and EP do not apply (paper, appendix D.1)
-bench_main "$@"
+# Run from a BackdoorBench root after 'sau-plugin install-into .'.
+# The grid is sau_plugin/bench/tables/table6.yaml; this runs 'sau-plugin bench table6' (--help for options)
+# with PYTHON (default python) for the plugin and for every command of the grid.
+exec "${PYTHON:-python}" -m sau_plugin bench table6 --python "${PYTHON:-python}" "$@"

@@ -1,4 +1,4 @@
-"""``sau-plugin bench TABLE``: a table's runs as commands (``--dry-run``)."""
+"""``sau-plugin bench TABLE``: run a table's grid with an executor (local or Ray), or list it (``--dry-run``)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,14 @@ import argparse
 import os
 import re
 import shlex
-from typing import List
+import subprocess
+import sys
+from typing import List, Optional
 
 from ..errors import ConfigError
-from .plan import Selection, plan, report_argv, summary
-from .table import load_table, shipped_tables
+from .execute import Grid, Ledger, blocker, command, is_done
+from .plan import Run, Selection, plan, report_argv, summary
+from .table import Table, load_table, shipped_tables
 
 
 def _names(text: str) -> List[str]:
@@ -49,6 +52,18 @@ def add_cli(subparsers) -> None:
     p.add_argument("--device", default=None, help="--device of every command (default: the table's, else none)")
     p.add_argument("--no-report", action="store_true", help="leave out the report command")
     p.add_argument("--dry-run", "-n", action="store_true", help="print the commands in order; run nothing")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local: runs at once on this machine; ray: Ray tasks on a cluster (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="runs at once (local; ray without an address: the local instance's size); default: one "
+                        "per GPU (or per --gpus-per-run GPUs) when the table needs GPUs and there are some, else 1")
+    p.add_argument("--gpus-per-run", type=int, default=None, help="GPUs of each run (default: the table's)")
+    p.add_argument("--cpus-per-run", type=int, default=None,
+                   help="CPUs of each run: its OMP_NUM_THREADS and its Ray num_cpus (default: the table's; "
+                        "OMP_NUM_THREADS set for the executor sets the runs' threads)")
+    p.add_argument("--ray-address", default=None,
+                   help="the Ray cluster to use unchanged (default: RAY_ADDRESS, else a local Ray instance)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_main)
 
 
@@ -60,17 +75,89 @@ def _main(args: argparse.Namespace) -> int:
                     defense_args=_flags(args.defense_args, "--defense-args"), record_dir=record_dir,
                     log_dir=args.log_dir, cwd=os.getcwd(), python=args.python, device=args.device)
     runs = plan(table, sel)
-    if not args.dry_run:
-        raise ConfigError("running a table comes with the executors; for now pass --dry-run to list its commands "
-                          "(bench_scripts/table*.sh run them)")
+    for flag in ("workers", "gpus_per_run", "cpus_per_run"):
+        value = getattr(args, flag)
+        if value is not None and value < (0 if flag == "gpus_per_run" else 1):
+            raise ConfigError(f"--{flag.replace('_', '-')} must be at least {0 if flag == 'gpus_per_run' else 1}; "
+                              f"got {value}")
+    problems = root_problems(table, runs)
+    if args.dry_run:
+        return _dry_run(table, sel, runs, problems, args)
+    if problems:
+        raise ConfigError(problems[0])
+    if args.executor == "ray":
+        from .ray_exec import import_ray
+        import_ray()  # before anything is written
+    grid = Grid(runs, Ledger(os.path.join(args.report_dir, f"{table.name}.runs.jsonl")),
+                progress=not args.no_progress)
+    try:
+        _execute(grid, args, record_dir)
+    finally:
+        counts = grid.close()
+    print(f"{len(runs)} runs: {counts.get('done', 0)} run now, {counts.get('skipped', 0)} already done, "
+          f"{counts.get('failed', 0) + counts.get('blocked', 0)} failed or blocked; ledger {grid.ledger.path}")
+    rc = 0 if args.no_report else _report(table, sel, args.report_dir)
+    for run, reason in grid.failures():
+        print(f"  failed: {run.id}: {reason}; log {run.log}", file=sys.stderr)
+    return 1 if grid.failures() else rc
+
+
+def _execute(grid: Grid, args: argparse.Namespace, record_dir: str) -> None:
+    threads = int(os.environ["OMP_NUM_THREADS"]) if os.environ.get("OMP_NUM_THREADS", "").isdigit() else None
+    threads = args.cpus_per_run or threads
+    if args.executor == "ray":
+        from .ray_exec import run_ray
+        run_ray(grid, record_dir, address=args.ray_address, workers=args.workers or 1,
+                gpus_per_run=args.gpus_per_run, cpus_per_run=args.cpus_per_run, threads=threads)
+        return
+    from .local import default_workers, run_local, visible_gpus
+    gpus = visible_gpus()
+    workers = args.workers or default_workers(grid.runs, gpus, args.gpus_per_run)
+    run_local(grid, workers, gpus_per_run=args.gpus_per_run, threads=threads, gpus=gpus)
+
+
+def root_problems(table: Table, runs: List[Run]) -> List[str]:
+    """What keeps the runs from starting in this folder at all (each one line)."""
+    todo = [r for r in runs if not is_done(r)]
+    if table.runner == "generator":
+        sau_yaml = str(table.sau_yaml)
+        if not any(r.kind == "defense" for r in todo) or os.path.isfile(sau_yaml):
+            return []
+        return [f"no plugin config at {sau_yaml}: run from the plugin's checkout or pass a table YAML with sau_yaml"]
+    problems = []
+    if todo and not os.path.isfile(os.path.join("attack", "prototype.py")):
+        problems.append("not a BackdoorBench root (no ./attack/prototype.py): cd to BackdoorBench first")
+    if any(r.resume_dir for r in todo) and not os.path.isfile(os.path.join("defense", "sau_plugin.py")):
+        problems.append("no ./defense/sau_plugin.py: run 'sau-plugin install-into .' first")
+    return problems
+
+
+def _report(table: Table, sel: Selection, report_dir: str) -> int:
+    argv = report_argv(table, sel, report_dir)
+    os.makedirs(report_dir, exist_ok=True)
+    print(f"[report] {shlex.join(argv)}", flush=True)
+    rc = subprocess.run(argv).returncode
+    out = os.path.join(report_dir, f"{table.name}.md")
+    if rc == 0 and os.path.isfile(out):
+        with open(out, encoding="utf-8") as f:
+            print(f.read(), end="")
+    return 0 if rc == 0 else 1
+
+
+def _dry_run(table: Table, sel: Selection, runs: List[Run], problems: List[str], args: argparse.Namespace) -> int:
     print(f"# {table.name}: {table.caption}")
+    for problem in problems:
+        print(f"# warning: {problem}")
     done = 0
     for run in runs:
-        if os.path.isfile(os.path.join(run.cwd, run.marker)):
+        why: Optional[str] = None if is_done(run) else blocker(run)
+        if is_done(run):
             done += 1
             print(f"# done: {run.id} ({run.marker} exists)")
-        else:
-            print(shlex.join(run.argv))
+            continue
+        if why:
+            print(f"# warning: {run.id}: {why}")
+        print(shlex.join(command(run)))
     counts = summary(runs)
     print(f"# {len(runs)} runs ({counts['attacks']} attacks, {counts['defenses']} defenses): "
           f"{len(runs) - done} to run, {done} done")

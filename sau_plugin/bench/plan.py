@@ -1,7 +1,7 @@
 """The planner: a table and the user's selections -> the runs, in order, with their dependencies.
 
-Pure: it reads no file and starts nothing. The commands are those bench_scripts/lib.sh runs
-(BackdoorBench's README and defaults, from its root), so a table gives the same argv either way.
+Pure: it reads no file and starts nothing. The commands follow BackdoorBench's README and defaults,
+run from its root (tests/bench/fixtures holds the argv the former shell engine ran: the same).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..errors import ConfigError
-from .table import Table
+from .table import BB_ATTACK_NEEDS, Table
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,8 @@ class Run:
     gpus: int
     cpus: int
     deps: Tuple[str, ...] = ()  # ids of the runs that must succeed first
+    resume_dir: Optional[str] = None  # a plugin defense's output folder: if it holds files, rerun with --resume
+    needs: Tuple[str, ...] = ()       # files (relative to cwd) that must exist before it can start
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,12 @@ def defense_argv(table: Table, sel: Selection, name: str, folder: str) -> List[s
     return argv + (["--device", device] if device else [])
 
 
+def attack_needs(table: Table, attack: str) -> Tuple[str, ...]:
+    if table.runner != "backdoorbench":
+        return ()
+    return tuple(f.format(dataset=table.dataset, model=table.model) for f in BB_ATTACK_NEEDS.get(attack, ()))
+
+
 def plan(table: Table, sel: Selection = Selection()) -> List[Run]:
     """Every (ratio, attack): its attack run, then each selected defense on it."""
     attacks = _pick("attack", table, sel.attacks, list(table.attacks))
@@ -122,14 +130,17 @@ def plan(table: Table, sel: Selection = Selection()) -> List[Run]:
             attack_run = Run(id=f"{folder} (attack)", kind="attack",
                              argv=tuple(attack_argv(table, sel, attack, pratio, folder)), cwd=sel.cwd,
                              marker=os.path.join(sel.record_dir, folder, "attack_result.pt"),
-                             log=os.path.join(log_dir, f"{folder}.attack.log"), gpus=table.gpus, cpus=table.cpus)
+                             log=os.path.join(log_dir, f"{folder}.attack.log"), gpus=table.gpus, cpus=table.cpus,
+                             needs=attack_needs(table, attack))
             runs.append(attack_run)
             for name in names:
+                out = os.path.join(sel.record_dir, folder, "defense", name)
+                plugin = table.runner == "generator" or table.defenses[name].plugin
                 runs.append(Run(id=f"{folder}/defense/{name}", kind="defense",
                                 argv=tuple(defense_argv(table, sel, name, folder)), cwd=sel.cwd,
-                                marker=os.path.join(sel.record_dir, folder, "defense", name, "defense_result.pt"),
+                                marker=os.path.join(out, "defense_result.pt"),
                                 log=os.path.join(log_dir, f"{folder}.{name}.log"), gpus=table.gpus,
-                                cpus=table.cpus, deps=(attack_run.id,)))
+                                cpus=table.cpus, deps=(attack_run.id,), resume_dir=out if plugin else None))
     return runs
 
 

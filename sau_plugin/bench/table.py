@@ -38,6 +38,13 @@ BB_ATTACKS = ("badnet", "blended", "blind", "bpp", "ctrl", "ftrojann", "inputawa
               "poison_ink", "refool", "sig", "ssba", "trojannn", "wanet")
 BB_DEFENSES = ("abl", "ac", "anp", "bnp", "clp", "d-br", "d-st", "dbd", "ep", "fp", "ft-sam", "ft", "i-bau",
                "mcr", "nab", "nad", "nc", "npd", "rnp", "sau", "spectral")
+# files BackdoorBench's default attack configs read (see the readme files under its resource/)
+BB_ATTACK_NEEDS = {
+    "badnet": ("./resource/badnet/trigger_image.png",),
+    "blended": ("./resource/blended/hello_kitty.jpeg",),
+    "lf": ("./resource/lowFrequency/{dataset}_{model}_0_255.npy",),
+    "ssba": ("./resource/ssba/{dataset}_ssba_train_b1.npy", "./resource/ssba/{dataset}_ssba_test_b1.npy"),
+}
 DEFAULT_RESOURCES = {"backdoorbench": {"gpus": 1, "cpus": 1}, "generator": {"gpus": 0, "cpus": 1}}
 KEYS = ("caption", "runner", "dataset", "model", "pratios", "label_trans", "attacks", "defenses", "sau_yaml",
         "device", "resources", "report_args")

@@ -1,5 +1,6 @@
 """The tables as data and the planner: each shipped table gives the same argv, in the same order, as
-the dry run of its bench_scripts/*.sh (run live here), plus selections, dependencies and files."""
+the dry run of its bench_scripts/*.sh printed under lib.sh (frozen in fixtures/lib_sh_dry_runs.txt),
+plus selections, dependencies and files."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import pytest
 
 from sau_plugin import ConfigError
 from sau_plugin.bench import Selection, load_table, plan, report_argv, shipped_tables
-from tests.helpers.bench_dry_run import SCRIPTS, script_dry_run
+from tests.helpers.bench_dry_run import frozen_tables, script_dry_run
 
-SCRIPT_TABLES = sorted(p.stem for p in SCRIPTS.glob("table*.sh")) + ["cpu_bench"]
+SCRIPT_TABLES = frozen_tables()
 
 
 def planned(table: str, **selection):
@@ -18,13 +19,13 @@ def planned(table: str, **selection):
     return [list(r.argv) for r in plan(t, sel)] + [report_argv(t, sel)]
 
 
-def test_every_table_script_has_its_yaml():
-    assert set(SCRIPT_TABLES) <= set(shipped_tables())
+def test_every_frozen_dry_run_is_a_shipped_table():
+    assert sorted(SCRIPT_TABLES) == shipped_tables()
 
 
 @pytest.mark.parametrize("table", SCRIPT_TABLES)
-def test_a_shipped_table_plans_the_argv_its_script_runs_today(table, tmp_path):
-    assert planned(table) == script_dry_run(table, cwd=tmp_path)
+def test_a_shipped_table_plans_the_argv_its_script_ran(table):
+    assert planned(table) == script_dry_run(table)
 
 
 @pytest.mark.parametrize("table, args", [
@@ -32,12 +33,12 @@ def test_a_shipped_table_plans_the_argv_its_script_runs_today(table, tmp_path):
     ("table4", ("--pratios", "0.3,0.1", "--attacks", "lf")),
     ("cpu_bench", ("--attacks", "sig", "--defenses", "none")),
 ])
-def test_selections_plan_what_the_script_selects(table, args, tmp_path):
+def test_selections_plan_what_the_script_selected(table, args):
     sel = dict(zip(("attacks", "defenses", "pratios"), ([], [], [])))
     for flag, value in zip(args[::2], args[1::2]):
         key = flag[2:]
         sel[key] = [float(v) for v in value.split(",")] if key == "pratios" else value.split(",")
-    assert planned(table, **sel) == script_dry_run(table, *args, cwd=tmp_path)
+    assert planned(table, **sel) == script_dry_run(table, *args)
 
 
 def test_table2_is_7_attack_and_49_defense_runs_each_defense_after_its_attack():

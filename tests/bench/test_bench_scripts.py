@@ -1,9 +1,11 @@
-"""bench_scripts/: syntax (bash -n, shellcheck when installed), the commands the dry runs list, and
-one real run of the engine in a fake BackdoorBench root whose attack / defense scripts are stubs."""
+"""bench_scripts/*.sh: thin wrappers over ``sau-plugin bench <table>``: syntax (bash -n, shellcheck when
+installed), their dry runs (the frozen commands of the former shell engine, the flags users know), and a
+real run of a table in a fake BackdoorBench root whose attack / defense scripts are stubs."""
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import shlex
@@ -15,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from sau_plugin.cli import build_parser
+from tests.helpers.bench_dry_run import frozen_tables, script_dry_run
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "bench_scripts"
@@ -36,6 +39,11 @@ def commands(out: str):
     return [line for line in out.splitlines() if line and not line.startswith("#")]
 
 
+def argvs(out: str):
+    """The printed commands with the interpreter named as the frozen dry runs name it."""
+    return [["python" if a == sys.executable else a for a in shlex.split(c)] for c in commands(out)]
+
+
 @pytest.mark.parametrize("script", ALL_SCRIPTS, ids=lambda p: p.name)
 def test_bash_syntax(script):
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
@@ -47,6 +55,19 @@ def test_shellcheck_clean():
     assert proc.returncode == 0, proc.stdout
 
 
+def test_every_script_wraps_its_table_and_lib_sh_is_gone():
+    assert not (SCRIPTS / "lib.sh").exists()
+    assert sorted(p.stem for p in ALL_SCRIPTS) == sorted(frozen_tables())
+    for script in ALL_SCRIPTS:
+        body = [line for line in script.read_text().splitlines() if line and not line.startswith("#")]
+        assert body == [f'exec "${{PYTHON:-python}}" -m sau_plugin bench {script.stem} --python "${{PYTHON:-python}}" "$@"']
+
+
+@pytest.mark.parametrize("table", ["table2", "table4", "table14", "table16", "cpu_bench"])
+def test_a_scripts_dry_run_prints_the_commands_lib_sh_printed(table, tmp_path):
+    assert argvs(run(f"{table}.sh", "--dry-run", cwd=tmp_path).stdout) == script_dry_run(table)
+
+
 def test_table2_dry_run_lists_all_7_x_8_runs(tmp_path):
     out = run("table2.sh", "--dry-run", cwd=tmp_path).stdout
     cmds = commands(out)
@@ -54,7 +75,8 @@ def test_table2_dry_run_lists_all_7_x_8_runs(tmp_path):
     defenses = [c for c in cmds if "./defense/" in c]
     reports = [c for c in cmds if "sau_plugin report" in c]
     assert len(attacks) == 7 and len(defenses) == 49 and len(reports) == 1 and len(cmds) == 57
-    assert "# 56 runs (7 attacks x 1 ratios x (no defense + 7 defenses)): 56 to run, 0 done" in out
+    assert "# 56 runs (7 attacks, 49 defenses): 56 to run, 0 done" in out
+    assert "# warning: not a BackdoorBench root (no ./attack/prototype.py): cd to BackdoorBench first" in out
     assert attacks[0] == (f"{sys.executable} ./attack/badnet.py --yaml_path ./config/attack/prototype/cifar10.yaml "
                           "--bd_yaml_path ./config/attack/badnet/default.yaml --model preactresnet18 --pratio 0.1 "
                           "--save_folder_name cifar10_preactresnet18_badnet_0_1")
@@ -86,17 +108,25 @@ def test_slice_and_skip_existing(tmp_path):
     assert cmds == [c for c in cmds if "badnet" in c or "wanet" in c] and len(cmds) == 4
     assert "# done: cifar10_preactresnet18_badnet_0_1 (attack)" in out
     assert "# done: cifar10_preactresnet18_badnet_0_1/defense/anp" in out
-    assert "# 6 runs (2 attacks x 1 ratios x (no defense + 2 defenses)): 4 to run, 2 done" in out
+    assert "# 6 runs (2 attacks, 4 defenses): 4 to run, 2 done" in out
     only_attacks = commands(run("table2.sh", "--dry-run", "--defenses", "none", "--no-report", cwd=tmp_path).stdout)
     assert len(only_attacks) == 6 and all("./attack/" in c for c in only_attacks)  # badnet is done
 
 
 def test_bad_selection_is_refused(tmp_path):
     proc = run("table2.sh", "--dry-run", "--attacks", "badnets", cwd=tmp_path, check=False)
-    assert proc.returncode == 2 and "table2 has no attacks 'badnets'" in proc.stderr
+    assert proc.returncode == 2 and proc.stderr.startswith("error: table2 has no attack 'badnets' (it has: badnet,")
     proc = run("table6.sh", "--dry-run", "--defenses", "anp", cwd=tmp_path, check=False)
-    assert proc.returncode == 2 and "table6 has no defenses 'anp'" in proc.stderr  # no BN in VGG19
+    assert proc.returncode == 2 and "table6 has no defense 'anp'" in proc.stderr  # no BN in VGG19
     assert run("table2.sh", "--bogus", cwd=tmp_path, check=False).returncode == 2
+
+
+def test_the_flags_the_scripts_took_still_work(tmp_path):
+    out = run("table4.sh", "-n", "--pratios", "0.2", "--attacks", "lf", "--defenses", "sau", "--device", "cuda:1",
+              "--python", "python3", "--no-report", cwd=tmp_path).stdout
+    assert [c.split()[0] for c in commands(out)] == ["python3", "python3"]
+    assert all(c.endswith("--device cuda:1") for c in commands(out)) and "lf_0_2" in commands(out)[0]
+    assert "usage: sau-plugin bench" in run("table2.sh", "--help", cwd=tmp_path).stdout
 
 
 @pytest.mark.parametrize("script,n_attack_runs,n_defense_runs,needles", [
@@ -106,12 +136,12 @@ def test_bad_selection_is_refused(tmp_path):
     ("table8.sh", 6, 42, ["./config/defense/i-bau/gtsrb.yaml"]),
     ("table9.sh", 6, 30, ["gtsrb_vgg19_lf_0_1"]),
     ("table4.sh", 15, 15, ["--pratio 0.5 --save_folder_name cifar10_preactresnet18_lf_0_5",
-                           "cifar10_preactresnet18_blended_0_3=Blended\\ 30%"]),
+                           "'cifar10_preactresnet18_blended_0_3=Blended 30%'"]),
     ("table14.sh", 7, 35, ["--defense_name sau_linf_0.1_0.1 --norm_type L_inf --trigger_norm 0.1 --adv_lr 0.1 --adv_steps 5",
                            "--defense_name sau_linf_0.2_0.1 --norm_type L_inf --trigger_norm 0.2 --adv_lr 0.1 --adv_steps 5",
                            "--defense_name sau_l2_5_0.2 --norm_type L2 --trigger_norm 5 --adv_lr 0.2 --adv_steps 5",
                            "--defense_name sau_l1_300_0.2 --norm_type L1 --trigger_norm 300 --adv_lr 0.2 --adv_steps 5",
-                           "sau=Config\\ 1\\ \\(Default\\)"]),
+                           "'sau=Config 1 (Default)'"]),
     ("table15.sh", 3, 15, ["--defense_name sau_n1000 --ratio 0.02", "--defense_name sau_n500 --ratio 0.01",
                            "--defense_name sau_n50 --ratio 0.001", "--defense_name sau_n10 --ratio 0.0002"]),
     ("table16.sh", 7, 49, ["--save_folder_name cifar10_preactresnet18_badnet_0_1_all2all --attack_label_trans all2all"]),
@@ -136,9 +166,9 @@ def test_cpu_bench_dry_run(tmp_path):
                                "defense_configs/sau/demo_mnist.yaml --dataset mnist --device cpu --variant ft "
                                "--defense_name ft")
     assert {c.split("--variant ")[1].split()[0] for c in defends} == {"ft", "at", "sau", "a+d", "c+b"}
-    assert "# warning: no demo config at defense_configs/sau/demo_mnist.yaml" in out
+    assert "# warning: no plugin config at defense_configs/sau/demo_mnist.yaml" in out
     assert "--dataset mnist --model preactresnet18 --pratio 0.1" in cmds[-1]
-    assert "--attacks badnet=BadNets" in cmds[-1] and "at=Vanilla\\ AT" in cmds[-1]
+    assert "--attacks badnet=BadNets" in cmds[-1] and "'at=Vanilla AT'" in cmds[-1]
     # every command the script would run parses with the plugin's real command line
     for cmd in attacks + defends + [cmds[-1]]:
         argv = shlex.split(cmd.split(" -m sau_plugin ", 1)[1])
@@ -146,13 +176,13 @@ def test_cpu_bench_dry_run(tmp_path):
 
 
 def test_cpu_bench_passes_an_explicit_poisoning_ratio(tmp_path):
-    out = run("cpu_bench.sh", "--dry-run", "--attacks", "sig", cwd=tmp_path, env={"PRATIO": "0.05"}).stdout
+    out = run("cpu_bench.sh", "--dry-run", "--attacks", "sig", "--pratios", "0.05", cwd=tmp_path).stdout
     attack = next(c for c in commands(out) if " -m sau_plugin attack " in c)
-    assert attack.endswith("--no_progress --pratio 0.05")
+    assert attack.endswith("--no_progress --pratio 0.05") and "--name sig_0_05" in attack
 
 
 def test_interrupted_plugin_runs_are_resumed(tmp_path):
-    # a checkpoint without defense_result.pt is a run that was killed: continue it, do not restart or fail
+    # a plugin run's files without defense_result.pt are a run that was killed: continue it, do not restart or fail
     for folder, name in [("record/cifar10_preactresnet18_badnet_0_1", "sau"), ("record_cpu/sig", "c+b")]:
         (tmp_path / folder / "defense" / name / "checkpoint").mkdir(parents=True)
         (tmp_path / folder / "defense" / name / "checkpoint" / "last.pt").write_bytes(b"")
@@ -169,7 +199,7 @@ def test_interrupted_plugin_runs_are_resumed(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------------------
-# a real run of the engine: a fake BackdoorBench root with stub scripts that write what the real ones write
+# a real run of a table: a fake BackdoorBench root with stub scripts that write what the real ones write
 
 STUB = textwrap.dedent('''
     import argparse, os, sys, zlib
@@ -214,17 +244,27 @@ def fake_root(tmp_path):
     return root
 
 
+def ledger(root: Path):
+    return [json.loads(line) for line in (root / "bench_reports" / "table2.runs.jsonl").read_text().splitlines()]
+
+
 @pytest.mark.slow
 def test_real_run_skips_done_runs_and_reports(fake_root):
-    args = ("--attacks", "badnet,blended,ssba", "--defenses", "nc,sau")
+    args = ("--attacks", "badnet,blended,ssba", "--defenses", "nc,sau", "--workers", "2", "--no-progress")
     proc = run("table2.sh", *args, cwd=fake_root, check=False)
     assert proc.returncode == 1  # SSBA lacks its resource files: blocked, reported, exit 1
     out = proc.stdout
     assert (fake_root / "record/cifar10_preactresnet18_badnet_0_1/defense/sau/defense_result.pt").is_file()
-    assert "[blocked] cifar10_preactresnet18_ssba_0_1 (attack): needs ./resource/ssba/cifar10_ssba_train_b1.npy" in out
     assert "9 runs: 6 run now, 0 already done, 3 failed or blocked" in out
-    assert "failed: cifar10_preactresnet18_ssba_0_1/defense/nc (no attack result)" in proc.stderr
+    assert ("  failed: cifar10_preactresnet18_ssba_0_1 (attack): needs ./resource/ssba/cifar10_ssba_train_b1.npy"
+            in proc.stderr)
+    assert ("  failed: cifar10_preactresnet18_ssba_0_1/defense/nc: cifar10_preactresnet18_ssba_0_1 (attack) did not "
+            "succeed; log bench_logs/table2/cifar10_preactresnet18_ssba_0_1.nc.log") in proc.stderr
     assert (fake_root / "bench_logs/table2/cifar10_preactresnet18_badnet_0_1.sau.log").is_file()
+    last = {e["run"]: e for e in ledger(fake_root)}
+    assert sorted(e["status"] for e in last.values()) == ["blocked"] * 3 + ["done"] * 6
+    assert last["cifar10_preactresnet18_badnet_0_1/defense/sau"]["command"].startswith(
+        f"{sys.executable} ./defense/sau_plugin.py --result_file cifar10_preactresnet18_badnet_0_1 ")
     table = (fake_root / "bench_reports/table2.md").read_text()
     assert table in out  # printed at the end
     row = next(line for line in table.splitlines() if line.startswith("| BadNets"))
@@ -240,9 +280,10 @@ def test_real_run_skips_done_runs_and_reports(fake_root):
     nc = next(r for r in board if r["attack_name"] == "cifar10_preactresnet18_badnet_0_1" and r["defense_name"] == "nc")
     assert nc["test_acc"] and not next(r for r in board if r["defense_name"] == "anp")["test_acc"]
 
+    n_before = len(ledger(fake_root))
     again = run("table2.sh", "--attacks", "badnet,blended", "--defenses", "nc,sau", cwd=fake_root)
-    assert again.stdout.count("[skip]") == 6 and "[run]" not in again.stdout
     assert "6 runs: 0 run now, 6 already done, 0 failed or blocked" in again.stdout
+    assert [e["status"] for e in ledger(fake_root)[n_before:]] == ["skipped"] * 6
 
 
 @pytest.mark.slow
@@ -250,14 +291,17 @@ def test_real_run_failure_keeps_going(fake_root):
     proc = run("table2.sh", "--attacks", "badnet", "--defenses", "nc,i-bau,sau", cwd=fake_root,
                env={"STUB_FAIL": "i-bau"}, check=False)
     assert proc.returncode == 1
-    assert "FAILED (exit 3); see bench_logs/table2/cifar10_preactresnet18_badnet_0_1.i-bau.log" in proc.stdout
+    assert proc.stderr.endswith("  failed: cifar10_preactresnet18_badnet_0_1/defense/i-bau: exit 3; "
+                                "log bench_logs/table2/cifar10_preactresnet18_badnet_0_1.i-bau.log\n")
     assert (fake_root / "record/cifar10_preactresnet18_badnet_0_1/defense/sau/defense_result.pt").is_file()
     (fake_root / "record/cifar10_preactresnet18_badnet_0_1").rename(fake_root / "record/moved")
     (fake_root / "record/cifar10_preactresnet18_badnet_0_1").mkdir()  # an interrupted attack
     proc = run("table2.sh", "--attacks", "badnet", "--defenses", "sau", cwd=fake_root, check=False)
-    assert proc.returncode == 1 and "exists without attack_result.pt" in proc.stdout
+    assert proc.returncode == 1 and "exists without attack_result.pt (interrupted?)" in proc.stderr
 
 
 def test_real_run_outside_backdoorbench_is_refused(tmp_path):
     proc = run("table2.sh", cwd=tmp_path, check=False)
-    assert proc.returncode == 2 and "not a BackdoorBench root" in proc.stderr
+    assert proc.returncode == 2
+    assert proc.stderr == "error: not a BackdoorBench root (no ./attack/prototype.py): cd to BackdoorBench first\n"
+    assert not (tmp_path / "bench_reports").exists()  # nothing half-written

@@ -47,3 +47,14 @@ def test_the_wheel_carries_the_yamls_as_sau_plugin_configs(tmp_path):
     from sau_plugin.bench import shipped_tables
 
     assert {f"sau_plugin/bench/tables/{t}.yaml" for t in shipped_tables()} <= set(names)
+
+
+def test_ray_is_an_optional_extra_that_ci_installs_in_its_first_part_only():
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "setup.cfg")
+    extras = {k: v.split() for k, v in cfg["options.extras_require"].items()}
+    assert extras["ray"] == ["ray"] and "ray" not in extras["test"]
+    assert "ray" not in cfg["options"]["install_requires"]
+    ci = (REPO / ".ci" / "run").read_text()
+    part1, part2 = ci.split("# --- part 2")
+    assert 'pip install --quiet -e ".[test,ray]"' in part1 and "ray" not in part2.replace("Ray", "")
