@@ -81,7 +81,9 @@ class OutputDir:
 
     def result_files(self) -> List[Path]:
         """What a run produces; ``--overwrite`` deletes them first, so none survives a failed re-run."""
-        return [self.defense_result, self.df_csv, self.summary_csv, *self.plots, self.result_json, self.checkpoint]
+        risk = [self.out / f"{self.name}_risk_df.csv", self.out / f"{self.name}_risk_plots.png"]
+        return [self.defense_result, self.df_csv, self.summary_csv, *self.plots, *risk, self.result_json,
+                self.checkpoint]
 
     # ---- policy ----------------------------------------------------------------------------------------
     def check(self, cfg: SAUConfig) -> None:
