@@ -82,6 +82,8 @@ def _run(cfg: SAUConfig, progress: bool, session: LogSession, record: Optional[A
     log.info("clean subset %d of %d; clean test %d; poisoned test %d", len(inp.indices), len(data.clean_train),
              len(data.clean_test), len(data.bd_test))
     log.info("config: %s", cfg.to_dict())
+    log.info("inner maximisation: %s, %s perturbation%s", cfg.inner, cfg.perturbation,
+             f", target label {cfg.target_label}" if cfg.target_label is not None else "")
     index_file = out.write_index(inp.indices)
 
     notes = runtime.configure(device, cpu_heap_reuse=cfg.cpu_heap_reuse)  # process-wide: the run's job, not the core's
