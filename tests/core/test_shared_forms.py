@@ -156,3 +156,21 @@ def test_universal_perturbation_resumes_bit_for_bit():
     resumed.fit(x, y)
     for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_yaml_keys_and_flags(tmp_path):
+    from sau_plugin.config.cli import add_arguments, config_from_args
+    import argparse
+
+    y = tmp_path / "c.yaml"
+    y.write_text("perturbation: Universal\ntarget_label: 3\n")
+    with pytest.raises(ConfigError, match="targeted universal"):
+        SAUConfig.from_yaml(y)
+    y.write_text("perturbation: universal\n")
+    assert SAUConfig.from_yaml(y).perturbation == "universal"
+    y.write_text("target_label: 3\n")
+    assert SAUConfig.from_yaml(y).target_label == "3"
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    cfg = config_from_args(parser.parse_args(["--yaml_path", str(y), "--target_label", "estimate", "--risk_every", "2"]))
+    assert cfg.target_label == "estimate" and cfg.risk_every == 2 and cfg.method().target_label == "estimate"

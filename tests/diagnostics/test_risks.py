@@ -21,10 +21,10 @@ def test_chain_on_hand_built_predictions():
     poisoned = T([0, 2, 3, 1, 2, 3])  # h still fooled by the trigger on sample 0: R_bd = 1/6
     # one attack: h(x~), h_bd(x~)
     cand = (T([0, 0, 3, 2, 1, 1]),  # wrong on 0, 1, 3, 4, 5 -> R_adv = 5/6
-            T([0, 4, 3, 2, 1, 0]))  # shared (h = h_bd != y) on 0, 3, 4 -> R_shared = 3/6
+            T([0, 4, 3, 2, 3, 0]))  # shared (h = h_bd != y) on 0, 3 -> R_shared = 2/6
     r = risk_chain(y, y_bd, poisoned, ref_poisoned, [cand], target=0)
     assert r["risk_bd"] == pytest.approx(1 / 6) and r["risk_adv"] == pytest.approx(5 / 6)
-    assert r["risk_shared"] == pytest.approx(3 / 6) and r["risk_d_s"] == pytest.approx(4 / 6)
+    assert r["risk_shared"] == pytest.approx(2 / 6) and r["risk_d_s"] == pytest.approx(4 / 6)
     # R_sub: shared on D_s (samples 0, 3 shared; 1 not shared; 2 not fooled), adv off D_s (4, 5 wrong) -> 4/6
     assert r["risk_sub"] == pytest.approx(4 / 6)
     # targeted (K = 0): h(x~) = 0 on 0 and 1 -> R_tadv 2/6; R_tsub: on D_s both = 0: only sample 0 -> 1/6
