@@ -74,8 +74,8 @@ class TargetedSharedPGD(SharedPGD):
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, *_, **__) -> PGDResult:
         x01, pert = self._start(images)
-        keep = (labels != self.target).to(pert.dtype).view(-1, *([1] * (pert.dim() - 1)))
-        pert = pert * keep
+        # D_-K: class-K samples start at eps = 0 and stay there (the masked objective gives them a zero gradient)
+        pert = pert * (labels != self.target).to(pert.dtype).view(-1, *([1] * (pert.dim() - 1)))
         steps = 0
         with frozen_parameters(self.model, self.model_ref):
             for steps in range(1, self.steps + 1):
@@ -84,7 +84,7 @@ class TargetedSharedPGD(SharedPGD):
                 with self.precision.autocast():
                     logits, logits_ref = upcast(self.model(x_adv)), upcast(self.model_ref(x_adv))
                 obj = targeted_objective(logits, logits_ref, labels, self.target, self.beta_1, self.beta_2)
-                pert = self._step(pert.detach(), self._grad(obj.loss, pert)) * keep
+                pert = self._step(pert.detach(), self._grad(obj.loss, pert))
                 if bool(obj.shared.all()):
                     break
         return PGDResult(pert.detach(), self.space.perturb(x01, pert).detach(), steps)
