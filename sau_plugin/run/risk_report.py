@@ -93,7 +93,9 @@ def write_risk_files(rows: Sequence[Mapping[str, float]], out_dir: Path, name: s
     import matplotlib.pyplot as plt
 
     x = [r["epoch"] for r in rows]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
     lines = [("test_acc", "Accuracy", "tab:green", "-"), ("risk_bd", "Backdoor Risk (ASR)", "tab:orange", "-"),
              ("risk_adv", "Adversarial Risk", "tab:purple", "-"),
              ("risk_shared", "Shared Adversarial Risk", "tab:blue", "-"),
@@ -103,12 +105,13 @@ def write_risk_files(rows: Sequence[Mapping[str, float]], out_dir: Path, name: s
         y = [float(r.get(key, math.nan)) for r in rows]
         if not all(math.isnan(v) for v in y):
             ax.plot(x, y, style, color=color, label=label, marker="o", markersize=3)
-    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epochs of unlearning")
     ax.set_ylabel("fraction")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(title or name)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="center right")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
     fig.tight_layout()
     png = out_dir / f"{name}_risk_plots.png"
     fig.savefig(png, dpi=110)
