@@ -81,9 +81,12 @@ class OutputDir:
 
     def result_files(self) -> List[Path]:
         """What a run produces; ``--overwrite`` deletes them first, so none survives a failed re-run."""
-        risk = [self.out / f"{self.name}_risk_df.csv", self.out / f"{self.name}_risk_plots.png"]
-        return [self.defense_result, self.df_csv, self.summary_csv, *self.plots, *risk, self.result_json,
-                self.checkpoint]
+        return [self.defense_result, self.df_csv, self.summary_csv, *self.plots, self.result_json, self.checkpoint]
+
+    @property
+    def risk_files(self) -> List[Path]:
+        """What ``--risk_every`` adds: the risk csv and its Figure 4 plot."""
+        return [self.out / f"{self.name}_risk_df.csv", self.out / f"{self.name}_risk_plots.png"]
 
     # ---- policy ----------------------------------------------------------------------------------------
     def check(self, cfg: SAUConfig) -> None:
@@ -108,7 +111,7 @@ class OutputDir:
             raise OutputError(f"cannot create {str(self.out)!r} ({exc.strerror}); choose a writable output "
                               f"folder") from None
         if overwrite:
-            for f in self.result_files():
+            for f in [*self.result_files(), *self.risk_files]:
                 if f.exists():
                     f.unlink()
 

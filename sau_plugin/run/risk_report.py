@@ -80,12 +80,11 @@ def chain_summary(rows: Sequence[Mapping[str, float]]) -> Dict[str, object]:
     return out
 
 
-def write_risk_files(rows: Sequence[Mapping[str, float]], out_dir: Path, name: str, title: str = "") -> List[Path]:
-    """``<name>_risk_df.csv`` and ``<name>_risk_plots.png`` (Figure 4: accuracy, backdoor risk,
-    adversarial risk and shared adversarial risk over epochs, with R_sub and R_tsub dashed)."""
+def write_risk_files(rows: Sequence[Mapping[str, float]], csv: Path, png: Path, title: str = "") -> List[Path]:
+    """The risk csv and its plot in the layout of Figure 4 (accuracy, backdoor risk, adversarial
+    risk and shared adversarial risk over epochs, with R_sub dashed and R_tsub dotted)."""
     if not rows:
         return []
-    csv = out_dir / f"{name}_risk_df.csv"
     write_csv(metrics_frame([dict(r) for r in rows], RISK_COLUMNS), csv)
     import matplotlib
 
@@ -109,11 +108,10 @@ def write_risk_files(rows: Sequence[Mapping[str, float]], out_dir: Path, name: s
     ax.set_xlabel("epochs of unlearning")
     ax.set_ylabel("fraction")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title(title or name)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
     fig.tight_layout()
-    png = out_dir / f"{name}_risk_plots.png"
     fig.savefig(png, dpi=110)
     plt.close(fig)
     return [csv, png]

@@ -36,6 +36,15 @@ def test_risk_files_and_chain_in_the_result(tmp_path):
     assert abs(df["risk_bd"].iloc[-1] - last["test_asr"]) < 1e-9
     log = next((out / "log").glob("*.log")).read_text()
     assert "target label estimated" in log and "risk chain" in log
+    # every file the run leaves is named by OutputDir, and --overwrite removes the risk files too
+    from sau_plugin import SAUConfig
+    from sau_plugin.run.outputs import OutputDir
+
+    paths = OutputDir.of(SAUConfig(result_file="attack", record_dir=str(tmp_path / "record")))
+    produced = {p for p in out.rglob("*") if p.is_file() and p.parent != paths.log}
+    assert produced == set(paths.result_files()) | set(paths.risk_files)
+    assert main(bb.cli_args(tmp_path, "cifar10", "--overwrite")) == 0
+    assert not any(p.exists() for p in paths.risk_files)
 
 
 def test_without_the_flag_no_risk_files(tmp_path):
