@@ -158,7 +158,8 @@ def _run(cfg: SAUConfig, progress: bool, session: LogSession, record: Optional[A
     rows = unlearner.history
     written = out.write_tables(rows)  # with no epoch run (n_rounds 0): none, and final = no_defense
     risks = risk_rows(initial, rows) if probe is not None else []
-    written += write_risk_files(risks, *out.risk_files, f"{cfg.variant} on {cfg.result_file}")
+    form = cfg.perturbation + (f", target {method_cfg.target_label}" if method_cfg.target_label is not None else "")
+    written += write_risk_files(risks, *out.risk_files, f"{cfg.variant} ({form} perturbation) on {cfg.result_file}")
     before, after = figures(initial), figures(rows[-1] if rows else initial)
     der_pct = der(before["test_acc"], before["test_asr"], after["test_acc"], after["test_asr"])
     files = [*written, out.result_json, out.defense_result, index_file, log_file, out.checkpoint]
