@@ -40,6 +40,11 @@ EPOCH_SCHEDULERS = ("CosineAnnealingLR", "StepLR", "MultiStepLR")  # those lr_sc
 LR_SCHEDULER_STEPPINGS = ("never", "epoch")
 OPTIMIZERS = ("adam", "sgd")
 LOADERS = ("auto", "backdoorbench", "standalone")
+PERTURBATIONS = ("sample", "universal")  # one eps per image (eq. 13) or one per batch, kept (appendix A.4)
+
+
+def _target_text(text: str) -> str:
+    return text.strip().lower()
 
 
 def _scheduler_name(text: str) -> str:
@@ -121,6 +126,16 @@ class SAUConfig:
     variant: str = setting("sau", f"{', '.join(VARIANTS)}: SAU (A+B), vanilla adversarial training (C+D), "
                            "fine-tuning, and the paper's ablations A+D and C+B (Table 5)", kind=METHOD,
                            source=PLUGIN, normalize=canonical_variant)
+    perturbation: str = setting("sample", "sample (one perturbation per image, eq. 13) or universal (one perturbation "
+                                "broadcast over the batch and kept across batches and epochs, appendix A.4)",
+                                kind=METHOD, source=PLUGIN, choices=PERTURBATIONS, normalize=str.lower)
+    target_label: Optional[str] = setting(None, "targeted shared perturbation (appendix A.5): a class index K, or "
+                                          "estimate (the class the backdoored model most often predicts on shared "
+                                          "adversarial examples of the clean set; logged and in sau_result.json); "
+                                          "default: untargeted", kind=METHOD, source=PLUGIN, normalize=_target_text)
+    risk_every: int = setting(0, "every K epochs (and before unlearning), adversarial, shared and sub-adversarial "
+                              "risks on the poisoned test set's clean images into <name>_risk_df.csv and "
+                              "<name>_risk_plots.png (paper Fig. 4, Prop. 3); 0: off", kind=RUN, source=PLUGIN)
     amsgrad: bool = setting(True, "Adam's amsgrad (BackdoorBench's Adam uses it)", kind=METHOD, source=YAML_ONLY)
     compile: bool = setting(False, "torch.compile the models (torch >= 2.0)", kind=RUN, source=PLUGIN, flag="switch")
     cpu_heap_reuse: bool = setting(True, "CPU: keep freed activation memory in the heap instead of page-faulting it "
@@ -138,6 +153,8 @@ class SAUConfig:
     overwrite: bool = setting(False, "replace an existing defense output", kind=RUN, source=PLUGIN, flag="switch")
 
     def __post_init__(self) -> None:
+        if isinstance(self.target_label, int) and not isinstance(self.target_label, bool):  # YAML: target_label: 3
+            object.__setattr__(self, "target_label", str(self.target_label))
         for f in fields(self):  # aliases and case, also for keyword arguments: SAUConfig(variant="A+B")
             normalize, value = setting_of(f).normalize, getattr(self, f.name)
             if normalize is not None and isinstance(value, str):
@@ -244,6 +261,22 @@ def _validate(c: SAUConfig) -> None:
     _check(c.outer_steps >= 1, f"outer_steps must be >= 1; got {c.outer_steps}")
     _check(isinstance(c.num_workers, int) and c.num_workers >= 0, f"num_workers must be an integer >= 0; got {c.num_workers!r}")
     _check(c.variant in VARIANTS, f"variant must be one of {', '.join(VARIANTS)}; got {c.variant!r}")
+    _check(c.perturbation in PERTURBATIONS,
+           f"perturbation must be one of {', '.join(PERTURBATIONS)}; got {c.perturbation!r}")
+    _check(c.target_label is None or c.target_label == "estimate" or c.target_label.isdigit(),
+           f"target_label must be a class index (0, 1, ...) or 'estimate'; got {c.target_label!r}")
+    _check(c.risk_every >= 0, f"risk_every must be >= 0 (0: off); got {c.risk_every}")
+    inner = get_variant(c.variant).inner if c.variant in VARIANTS else None
+    _check(c.target_label is None or (inner or "").startswith("shared"),
+           f"target_label applies to the shared inner maximisation (A); variant {c.variant!r} has "
+           f"{inner or 'no inner attack'}: use variant sau, a+d or sau_targeted, or drop target_label")
+    _check(not (c.variant == "sau_targeted" and c.target_label is None),
+           "variant sau_targeted needs target_label: a class index, or 'estimate'")
+    _check(c.perturbation == "sample" or inner is not None,
+           f"perturbation universal needs an inner attack; variant {c.variant!r} has none")
+    _check(not (c.target_label is not None and (c.perturbation == "universal" or c.variant == "sau_universal")),
+           "a targeted universal perturbation is not implemented: use target_label with perturbation sample, "
+           "or a universal perturbation without target_label")
     _check(c.lr_scheduler in LR_SCHEDULERS, f"lr_scheduler must be one of {', '.join(LR_SCHEDULERS)}; got {c.lr_scheduler!r}")
     _check(c.lr_scheduler_stepping in LR_SCHEDULER_STEPPINGS,
            f"lr_scheduler_stepping must be one of {', '.join(LR_SCHEDULER_STEPPINGS)}; got {c.lr_scheduler_stepping!r}")

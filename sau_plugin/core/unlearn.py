@@ -292,6 +292,8 @@ class Unlearner:
             # None between epochs; mid-epoch (after a should_stop): the order, batches done, sums so far
             "progress": None if p is None else {"order": p.order.clone(), "next_batch": p.next_batch,
                                                 "totals": dict(p.totals)},
+            # an attack with state of its own (the universal perturbation, core/universal.py)
+            "attack": self.attack.state_dict() if hasattr(self.attack, "state_dict") else None,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -306,6 +308,8 @@ class Unlearner:
         self.history = [dict(r) for r in state["history"]]
         p = state.get("progress")
         self.progress = None if p is None else EpochProgress(p["order"].clone(), int(p["next_batch"]), dict(p["totals"]))
+        if state.get("attack") is not None and hasattr(self.attack, "load_state_dict"):
+            self.attack.load_state_dict(state["attack"])
 
 
 def unlearn(

@@ -1,7 +1,9 @@
 """Variants of the method (paper Table 5): a name -> (inner attack, outer loss) pair.
 
-The five built-in entries are the paper's A+B (``sau``), C+D (``at``), A+D, C+B and
-fine-tuning (``ft``). :func:`register_variant` adds one, after which ``SAUConfig(variant=...)``
+The built-in entries are the paper's A+B (``sau``), C+D (``at``), A+D, C+B, fine-tuning
+(``ft``), and SAU with the appendix's universal (``sau_universal``, A.4) and targeted
+(``sau_targeted``, A.5) shared perturbations. ``sau_universal`` is ``sau`` with
+``perturbation: universal``; ``sau_targeted`` is ``sau`` with ``target_label`` required. :func:`register_variant` adds one, after which ``SAUConfig(variant=...)``
 accepts its name. ``Unlearner(attack=..., outer_loss=...)`` overrides either piece for one
 run without registering anything.
 
@@ -22,6 +24,8 @@ from ..errors import ConfigError
 from .outer import ATLoss, SARLoss
 from .pgd import PGD, SharedPGD
 from .precision import Precision
+from .targeted import TargetedSharedPGD
+from .universal import UniversalPGD, UniversalSharedPGD
 
 
 class AttackContext(NamedTuple):
@@ -43,14 +47,51 @@ def _pgd_kwargs(ctx: AttackContext) -> dict:
                 init=cfg.pgd_init, mean=ctx.mean, std=ctx.std, precision=ctx.precision, generator=ctx.generator)
 
 
-def shared_pgd(ctx: AttackContext) -> SharedPGD:
-    """A: shared adversarial examples (eqs. 10-11)."""
-    return SharedPGD(ctx.forward, ctx.forward_ref, beta_1=ctx.cfg.beta_1, beta_2=ctx.cfg.beta_2, **_pgd_kwargs(ctx))
+def _target(ctx: AttackContext) -> Optional[int]:
+    """``target_label`` as an int, None when untargeted; 'estimate' must be resolved by the caller."""
+    target = getattr(ctx.cfg, "target_label", None)
+    if target is None:
+        return None
+    if str(target) == "estimate":
+        raise ConfigError("target_label 'estimate' needs the clean data: resolve it first (sau_plugin.core."
+                          "estimate_target, as run_defense does) and pass the estimated integer")
+    return int(target)
+
+
+def shared_pgd(ctx: AttackContext, *, universal: Optional[bool] = None) -> SharedPGD:
+    """A: shared adversarial examples (eqs. 10-11); one perturbation per batch with ``perturbation:
+    universal`` (appendix A.4), pushed toward ``target_label`` when it is set (appendix A.5)."""
+    kw = dict(beta_1=ctx.cfg.beta_1, beta_2=ctx.cfg.beta_2, **_pgd_kwargs(ctx))
+    if universal is None:
+        universal = getattr(ctx.cfg, "perturbation", "sample") == "universal"
+    target = _target(ctx)
+    if target is not None:
+        if universal:
+            raise ConfigError("a targeted universal perturbation is not implemented; use target_label with "
+                              "perturbation sample, or perturbation universal without target_label")
+        return TargetedSharedPGD(ctx.forward, ctx.forward_ref, target=target, **kw)
+    return (UniversalSharedPGD if universal else SharedPGD)(ctx.forward, ctx.forward_ref, **kw)
+
+
+def universal_shared_pgd(ctx: AttackContext) -> SharedPGD:
+    """A over one perturbation shared by the batch and kept between batches (appendix A.4)."""
+    return shared_pgd(ctx, universal=True)
+
+
+def targeted_shared_pgd(ctx: AttackContext) -> SharedPGD:
+    """A toward the target label (appendix A.5); needs ``target_label``."""
+    if getattr(ctx.cfg, "target_label", None) is None:
+        raise ConfigError("variant sau_targeted needs target_label: a class index, or 'estimate'")
+    return shared_pgd(ctx)
 
 
 def pgd(ctx: AttackContext) -> PGD:
-    """C: vanilla PGD on the purified model."""
-    return PGD(ctx.forward, **_pgd_kwargs(ctx))
+    """C: vanilla PGD on the purified model (one perturbation per batch with ``perturbation: universal``)."""
+    if getattr(ctx.cfg, "target_label", None) is not None:
+        raise ConfigError(f"target_label applies to the shared inner maximisation (A); variant "
+                          f"{ctx.cfg.variant!r} uses vanilla PGD (C)")
+    universal = getattr(ctx.cfg, "perturbation", "sample") == "universal"
+    return (UniversalPGD if universal else PGD)(ctx.forward, **_pgd_kwargs(ctx))
 
 
 class Variant(NamedTuple):
@@ -109,3 +150,7 @@ register_variant("at", pgd, ATLoss(), inner="pgd", paper="C+D", aliases=("c+d", 
 register_variant("ft", None, None, paper="FT", aliases=("finetune", "fine-tuning"))
 register_variant("a+d", shared_pgd, ATLoss(), inner="shared", paper="A+D")
 register_variant("c+b", pgd, SARLoss(), inner="pgd", paper="C+B")
+register_variant("sau_universal", universal_shared_pgd, SARLoss(), inner="shared-universal", paper="A.4",
+                 aliases=("sau-universal", "sau_uap"))
+register_variant("sau_targeted", targeted_shared_pgd, SARLoss(), inner="shared-targeted", paper="A.5",
+                 aliases=("sau-targeted",))

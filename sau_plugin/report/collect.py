@@ -127,7 +127,8 @@ REGISTRY: Dict[str, DefenseSource] = {
 }
 
 # Display names of the plugin's variants (paper Table 5) and BackdoorBench's other defenses.
-LABELS = {"ft": "FT", "at": "Vanilla AT", "a+d": "A+D", "c+b": "C+B", "abl": "ABL", "ac": "AC", "bnp": "BNP",
+LABELS = {"ft": "FT", "at": "Vanilla AT", "a+d": "A+D", "c+b": "C+B", "sau_universal": "SAU (universal, A.4)",
+          "sau_targeted": "SAU (targeted, A.5)", "abl": "ABL", "ac": "AC", "bnp": "BNP",
           "clp": "CLP", "d-br": "D-BR", "d-st": "D-ST", "dbd": "DBD", "ft-sam": "FT-SAM", "mcr": "MCR",
           "nab": "NAB", "npd": "NPD", "rnp": "RNP", "spectral": "Spectral", NO_DEFENSE: "No Defense"}
 

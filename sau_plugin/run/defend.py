@@ -21,7 +21,7 @@ from ..backdoorbench.record import AttackRecord
 from ..backdoorbench.transforms import normalized_batches
 from ..compat import require_compile
 from ..config import SAUConfig
-from ..core import Callback, Unlearner
+from ..core import Callback, Precision, Unlearner
 from ..errors import Preempted, SAUError
 from ..metrics import der, evaluate_backdoor, evaluate_clean
 from . import checkpoint
@@ -29,6 +29,8 @@ from .callbacks import PreemptionGuard, TqdmProgress
 from .inputs import load_inputs, resolve_device
 from .logs import LogSession
 from .outputs import OutputDir, figures, no_defense_losses, versions
+from .risk_report import RiskProbe, chain_summary, risk_rows, write_risk_files
+from .target import resolve_target
 
 log = logging.getLogger("sau_plugin")
 
@@ -80,17 +82,25 @@ def _run(cfg: SAUConfig, progress: bool, session: LogSession, record: Optional[A
     log.info("clean subset %d of %d; clean test %d; poisoned test %d", len(inp.indices), len(data.clean_train),
              len(data.clean_test), len(data.bd_test))
     log.info("config: %s", cfg.to_dict())
+    log.info("inner maximisation: %s, %s perturbation%s", cfg.inner, cfg.perturbation,
+             f", target label {cfg.target_label}" if cfg.target_label is not None else "")
     index_file = out.write_index(inp.indices)
 
     notes = runtime.configure(device, cpu_heap_reuse=cfg.cpu_heap_reuse)  # process-wide: the run's job, not the core's
     model = inp.model.to(device).eval()  # DefenseOutcome.model is handed back in eval mode
-    unlearner = Unlearner(model, copy.deepcopy(model), cfg, mean=inp.mean, std=inp.std, copy_ref=False)
+    method_cfg, target = resolve_target(cfg, model, *inp.clean, inp.mean, inp.std, Precision(dtype=None, channels_last=False))
+    unlearner = Unlearner(model, copy.deepcopy(model), method_cfg, mean=inp.mean, std=inp.std, copy_ref=False)
     log.info("precision: %s; runtime: %s", unlearner.precision.note, notes)
+    probe = (RiskProbe(unlearner.model_ref, cfg, inp.test, inp.bd_test, data.bd_test.original_index, inp.mean,
+                       inp.std, unlearner.precision, device, None if target is None else target["used"])
+             if cfg.risk_every else None)
 
     def evaluate(net: nn.Module) -> Dict[str, float]:
         kw = dict(mean=inp.mean, std=inp.std, batch_size=cfg.batch_size, device=device)
         result = evaluate_clean(net, normalized_batches(*inp.test, **kw), unlearner.precision)
         result.update(evaluate_backdoor(net, normalized_batches(*inp.bd_test, **kw), unlearner.precision))
+        if probe is not None and unlearner.epoch % cfg.risk_every == 0:  # epoch 0: before unlearning
+            result.update(probe(net))
         return result
 
     timings["initial_eval"] = 0.0
@@ -147,6 +157,9 @@ def _run(cfg: SAUConfig, progress: bool, session: LogSession, record: Optional[A
     t = time.perf_counter()
     rows = unlearner.history
     written = out.write_tables(rows)  # with no epoch run (n_rounds 0): none, and final = no_defense
+    risks = risk_rows(initial, rows) if probe is not None else []
+    form = cfg.perturbation + (f", target {method_cfg.target_label}" if method_cfg.target_label is not None else "")
+    written += write_risk_files(risks, *out.risk_files, f"{cfg.variant} ({form} perturbation) on {cfg.result_file}")
     before, after = figures(initial), figures(rows[-1] if rows else initial)
     der_pct = der(before["test_acc"], before["test_asr"], after["test_acc"], after["test_asr"])
     files = [*written, out.result_json, out.defense_result, index_file, log_file, out.checkpoint]
@@ -161,7 +174,11 @@ def _run(cfg: SAUConfig, progress: bool, session: LogSession, record: Optional[A
         "precision": unlearner.precision.note, "allocator": notes.allocator, "timings_s": timings,
         "versions": versions(), "attack_summary": out.attack_summary(), "config": cfg.to_dict(),
         "files": [str(f) for f in files],
+        **({"target_label": target} if target is not None else {}),
+        **({"risk_chain": chain_summary(risks)} if risks else {}),
     })
+    if risks:
+        log.info("risk chain (Proposition 3): %s", chain_summary(risks))
     out.write_model(rec.model_name, rec.num_classes, unlearner.model)
     log.info("final: %s, DER %.2f%%; wrote %s", after, der_pct, out.out)
     return DefenseOutcome(out.out, before, after, der_pct, timings, files, unlearner.model)

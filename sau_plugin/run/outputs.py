@@ -83,6 +83,11 @@ class OutputDir:
         """What a run produces; ``--overwrite`` deletes them first, so none survives a failed re-run."""
         return [self.defense_result, self.df_csv, self.summary_csv, *self.plots, self.result_json, self.checkpoint]
 
+    @property
+    def risk_files(self) -> List[Path]:
+        """What ``--risk_every`` adds: the risk csv and its Figure 4 plot."""
+        return [self.out / f"{self.name}_risk_df.csv", self.out / f"{self.name}_risk_plots.png"]
+
     # ---- policy ----------------------------------------------------------------------------------------
     def check(self, cfg: SAUConfig) -> None:
         """Refuse to clobber an earlier result; fail early when the folder cannot be made."""
@@ -106,7 +111,7 @@ class OutputDir:
             raise OutputError(f"cannot create {str(self.out)!r} ({exc.strerror}); choose a writable output "
                               f"folder") from None
         if overwrite:
-            for f in self.result_files():
+            for f in [*self.result_files(), *self.risk_files]:
                 if f.exists():
                     f.unlink()
 

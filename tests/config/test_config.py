@@ -136,7 +136,7 @@ def test_the_resume_fingerprint_holds_exactly_the_settings_that_change_the_numbe
         "amp", "batch_size", "lr", "lr_scheduler", "steplr_stepsize", "steplr_gamma", "steplr_milestones", "cos_t_max",
         "lr_scheduler_stepping", "client_optimizer", "sgd_momentum", "wd", "adam_betas", "random_seed", "n_rounds",
         "outer_steps", "lmd_1", "lmd_2", "lmd_3", "beta_1", "beta_2", "trigger_norm", "pgd_init", "norm_type",
-        "adv_lr", "adv_steps", "train_mode", "variant", "amsgrad", "dataset", "ratio"}
+        "adv_lr", "adv_steps", "train_mode", "variant", "amsgrad", "dataset", "ratio", "perturbation", "target_label"}
 
 
 def test_method_config_is_the_method_kind_settings_and_is_validated_alike():

@@ -113,7 +113,7 @@ def test_register_variant_makes_the_name_a_valid_setting(registry):
         built.append(ctx)
         return FGSM(ctx.forward)
 
-    with pytest.raises(ConfigError, match="variant must be one of sau, at, ft, a\\+d, c\\+b; got 'fgsm\\+b'"):
+    with pytest.raises(ConfigError, match="variant must be one of sau, at, ft, a\\+d, c\\+b, sau_universal, sau_targeted; got 'fgsm\\+b'"):
         SAUConfig(variant="fgsm+b")
     assert sau_plugin.register_variant is register_variant  # the README names it at the top level
     register_variant("fgsm+b", make_fgsm, SARLoss(), paper="FGSM+B")
@@ -126,15 +126,16 @@ def test_register_variant_makes_the_name_a_valid_setting(registry):
     assert u.attack.calls == N // BATCH
     with pytest.raises(ConfigError, match="variant name 'sau' is taken"):
         register_variant("sau", make_fgsm, SARLoss())
-    with pytest.raises(ConfigError, match="variant must be one of sau, at, ft, a\\+d, c\\+b, fgsm\\+b; got 'nope'"):
+    with pytest.raises(ConfigError, match="variant must be one of sau, at, ft, a\\+d, c\\+b, sau_universal, sau_targeted, fgsm\\+b; got 'nope'"):
         SAUConfig(variant="nope")
 
 
-def test_the_five_built_in_variants_are_registry_entries():
-    assert list(VARIANTS) == ["sau", "at", "ft", "a+d", "c+b"]
+def test_the_built_in_variants_are_registry_entries():
+    assert list(VARIANTS) == ["sau", "at", "ft", "a+d", "c+b", "sau_universal", "sau_targeted"]
     pairs = {name: (v.inner, v.outer, v.paper) for name, v in VARIANTS.items()}
     assert pairs == {"sau": ("shared", "sar", "A+B"), "at": ("pgd", "at", "C+D"), "ft": (None, "ft", "FT"),
-                     "a+d": ("shared", "at", "A+D"), "c+b": ("pgd", "sar", "C+B")}
+                     "a+d": ("shared", "at", "A+D"), "c+b": ("pgd", "sar", "C+B"),
+                     "sau_universal": ("shared-universal", "sar", "A.4"), "sau_targeted": ("shared-targeted", "sar", "A.5")}
     assert get_variant("vanilla_at").name == "at" and get_variant("A+B").name == "sau"
     # the paper's names are accepted as keywords too, stored under the registry's name
     assert [SAUConfig(variant=v).variant for v in ("A+B", " C+D ", "Finetune")] == ["sau", "at", "ft"]
