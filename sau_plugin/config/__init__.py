@@ -297,8 +297,10 @@ def _validate(c: SAUConfig) -> None:
     _check(isinstance(c.device, str) and _valid_device(c.device),
            f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto'; got {c.device!r}")
     _check(isinstance(c.model, str) and c.model != "", f"model must be a model name; got {c.model!r}")
-    _check(isinstance(c.defense_name, str) and re.fullmatch(r"[A-Za-z0-9_+-]+", c.defense_name) is not None,
-           f"defense_name (an output folder name) must be letters, digits, '-', '_' or '+'; got {c.defense_name!r}")
+    # Dots are allowed inside (Table 14's folders are named after their bounds, e.g. sau_linf_0.1_0.1), never first
+    _check(isinstance(c.defense_name, str) and re.fullmatch(r"[A-Za-z0-9_+-][A-Za-z0-9_.+-]*", c.defense_name) is not None,
+           f"defense_name (an output folder name) must be letters, digits, '-', '_', '+' or '.' (not first); "
+           f"got {c.defense_name!r}")
 
 
 def _valid_device(dev: str) -> bool:

@@ -89,15 +89,24 @@ def test_variant_aliases(alias, canonical):
     assert SAUConfig.from_mapping({"variant": alias}).variant == canonical
 
 
-@pytest.mark.parametrize("name", ["sau", "i-bau", "a+d", "sau_n500"])
+@pytest.mark.parametrize("name", ["sau", "i-bau", "a+d", "sau_n500", "sau_linf_0.1_0.1"])
 def test_defense_name_accepts_folder_names(name):
     assert SAUConfig(defense_name=name).defense_name == name
 
 
-@pytest.mark.parametrize("name", ["../x", "a/b", "", "a b"])
+@pytest.mark.parametrize("name", ["../x", "a/b", "", "a b", "..", ".", ".hidden"])
 def test_defense_name_refuses_paths(name):
     with pytest.raises(ConfigError, match="defense_name"):
         SAUConfig(defense_name=name)
+
+
+def test_every_shipped_tables_plugin_defense_is_a_valid_defense_name():
+    from sau_plugin.bench.table import load_table, shipped_tables
+
+    for name in shipped_tables():
+        for defense, spec in load_table(name).defenses.items():
+            if spec.plugin:
+                assert SAUConfig(defense_name=defense).defense_name == defense, (name, defense)
 
 
 def test_step_schedule_settings_are_needed_only_when_the_schedule_steps():
