@@ -5,6 +5,7 @@ from .losses import js_divergence, masked_sum, sar_loss
 from .perturbation import PixelSpace, init_perturbation, project
 from .pgd import PGD, PGDResult, SharedPGD
 from .precision import Precision, choose_precision, cpu_supports_bf16
+from .parallel import DataParallel, batch_stats_over_group
 from .outer import ATLoss, JointPass, SARLoss, SplitPass, adversarial_terms, choose_outer_pass, clean_loss
 from .unlearn import EpochProgress, UnlearnResult, Unlearner, frozen_reference, make_optimizer, make_scheduler, unlearn
 from .variants import VARIANTS, AttackContext, Variant, get_variant, register_variant
@@ -15,5 +16,6 @@ __all__ = [
     "SharedPGD", "Precision", "choose_precision", "cpu_supports_bf16", "UnlearnResult", "Unlearner",
     "make_optimizer", "make_scheduler", "clean_loss", "adversarial_terms", "unlearn", "frozen_reference",
     "SARLoss", "ATLoss", "JointPass", "SplitPass", "choose_outer_pass", "VARIANTS", "Variant", "AttackContext",
-    "get_variant", "register_variant", "Callback", "CallbackList", "EpochProgress",
+    "get_variant", "register_variant", "Callback", "CallbackList", "EpochProgress", "DataParallel",
+    "batch_stats_over_group",
 ]

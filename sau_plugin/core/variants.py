@@ -35,6 +35,7 @@ class AttackContext(NamedTuple):
     std: Tuple[float, ...]
     precision: Precision
     generator: torch.Generator
+    parallel: Optional[Any] = None  # a DataParallel when the batch is split over processes (core/parallel.py)
 
 
 def _pgd_kwargs(ctx: AttackContext) -> dict:
@@ -45,7 +46,8 @@ def _pgd_kwargs(ctx: AttackContext) -> dict:
 
 def shared_pgd(ctx: AttackContext) -> SharedPGD:
     """A: shared adversarial examples (eqs. 10-11)."""
-    return SharedPGD(ctx.forward, ctx.forward_ref, beta_1=ctx.cfg.beta_1, beta_2=ctx.cfg.beta_2, **_pgd_kwargs(ctx))
+    return SharedPGD(ctx.forward, ctx.forward_ref, beta_1=ctx.cfg.beta_1, beta_2=ctx.cfg.beta_2,
+                     all_ranks=ctx.parallel.all if ctx.parallel is not None else None, **_pgd_kwargs(ctx))
 
 
 def pgd(ctx: AttackContext) -> PGD:

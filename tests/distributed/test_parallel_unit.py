@@ -1,0 +1,33 @@
+"""DataParallel's pieces that need no process group: slices, evaluation shares, refusals."""
+
+import pytest
+import torch
+
+from sau_plugin import ConfigError
+from sau_plugin.core import DataParallel
+
+
+def _rank(rank: int, world: int) -> DataParallel:
+    p = DataParallel.__new__(DataParallel)  # the arithmetic only; no group
+    p.rank, p.world_size, p.group = rank, world, None
+    return p
+
+
+@pytest.mark.parametrize("n, world", [(8, 2), (7, 3), (1, 2), (5, 4)])
+def test_slices_of_a_global_batch_are_contiguous_and_cover_it_once(n, world):
+    batch = torch.arange(100, 100 + n)
+    parts = [_rank(r, world).shard(batch) for r in range(world)]
+    assert torch.equal(torch.cat(parts), batch)
+    sizes = [len(p) for p in parts]
+    assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True)  # the first ranks take the remainder
+
+
+@pytest.mark.parametrize("n, size, world", [(23, 6, 2), (5, 6, 3), (24, 6, 4)])
+def test_evaluation_shares_are_whole_batches_each_on_one_rank(n, size, world):
+    starts = [list(_rank(r, world).batch_starts(n, size)) for r in range(world)]
+    assert sorted(s for share in starts for s in share) == list(range(0, n, size))
+
+
+def test_without_a_process_group_it_says_what_to_do():
+    with pytest.raises(ConfigError, match="init_process_group"):
+        DataParallel()
