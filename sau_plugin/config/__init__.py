@@ -55,7 +55,7 @@ class SAUConfig:
     """
 
     # --- BackdoorBench: run environment -------------------------------------------
-    device: str = setting("cuda", "cpu, cuda, cuda:N or auto", kind=RUN, source=BB)
+    device: str = setting("cuda", "cpu, cuda, cuda:N, cuda:0,1 (one process per GPU) or auto", kind=RUN, source=BB)
     # BackdoorBench: True, which the reference ignores; bf16 is opt-in (README: Configuration)
     amp: bool = setting(False, "bf16/fp16 autocast where the hardware supports it", kind=METHOD, source=BB, flag="bool")
     pin_memory: bool = setting(True, "accepted for compatibility", kind=RUN, source=BB, flag="bool", short=("-pm",))

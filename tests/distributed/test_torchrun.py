@@ -1,0 +1,104 @@
+"""``torchrun --nproc_per_node 2 -m sau_plugin defend --device cpu`` (gloo) on a generator
+record: one set of BackdoorBench's files, the same as one process writes; a SIGKILL of the
+whole job followed by ``--resume`` under torchrun ends where the uninterrupted job ends.
+
+Batch 7 over 30 clean samples (7, 7, 7, 7, 2: slices 4 + 3 and 1 + 1) and 30 test samples
+(5 evaluation batches: 3 on rank 0, 2 on rank 1).
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from sau_plugin.safeload import load_trusted, load_weights_only
+from tests.helpers import bb
+from tests.helpers.csv_exact import read_csv_exact
+
+ENV = dict(os.environ, PYTHONPATH=str(bb.REPO), OMP_NUM_THREADS="1")
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+FIGURES = ["test_acc", "test_asr", "test_ra"]
+
+
+def defend_args(base: Path, name: str, *extra: str):
+    return [*bb.cli_args(base, "cifar10", "--n_rounds", "2", "--batch_size", "7", "--defense_name", name), *extra]
+
+
+def run(cmd, **kw):
+    done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300, **kw)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+@pytest.fixture(scope="module")
+def record(tmp_path_factory):
+    base = tmp_path_factory.mktemp("torchrun")
+    attack, _ = bb.make_record(base, "cifar10", on_disk=True)
+    run([sys.executable, "-m", "sau_plugin", *defend_args(base, "single")])
+    done = run([*TORCHRUN, "-m", "sau_plugin", *defend_args(base, "ddp")])
+    return base, attack, done
+
+
+def outputs(attack: Path, name: str):
+    out = attack / "defense" / name
+    files = sorted("log/TIMESTAMP.log" if p.parent.name == "log" and p.suffix == ".log" else
+                   str(p.relative_to(out)).replace(name, "NAME") for p in out.rglob("*") if p.is_file())
+    weights = load_weights_only(out / "defense_result.pt", "defense_result.pt", "-")
+    return out, files, weights
+
+
+@pytest.mark.slow
+def test_two_processes_write_one_set_of_the_files_one_process_writes(record):
+    base, attack, done = record
+    single, files_1, w1 = outputs(attack, "single")
+    ddp, files_2, w2 = outputs(attack, "ddp")
+    assert files_2 == files_1  # one log, one checkpoint, no per-rank copies
+    assert len([f for f in files_2 if f.startswith("log/") and f.endswith(".log")]) == 1
+    assert done.stdout.count("results in") == 1 and "error" not in done.stderr  # rank 0 reports, once
+    df1, df2 = read_csv_exact(single / "single_df.csv", index_col=0), read_csv_exact(ddp / "ddp_df.csv", index_col=0)
+    assert list(df2.columns) == list(df1.columns) and len(df2) == len(df1) == 2
+    assert df2[FIGURES].equals(df1[FIGURES])
+    for col in df1.columns:
+        assert df2[col].astype(float).tolist() == pytest.approx(df1[col].astype(float).tolist(), rel=1e-5, abs=1e-6)
+    assert (ddp / "log" / "index.txt").read_text() == (single / "log" / "index.txt").read_text()
+    assert (w2["model_name"], w2["num_classes"]) == (w1["model_name"], w1["num_classes"])
+    assert w2["model"].keys() == w1["model"].keys()
+    for k, v in w1["model"].items():  # float32: gradients summed over ranks in another order
+        torch.testing.assert_close(w2["model"][k], v, rtol=1e-4, atol=1e-6, msg=k)
+    r1, r2 = (json.loads((d / "sau_result.json").read_text()) for d in (single, ddp))
+    assert (r1["processes"], r2["processes"]) == (1, 2)
+    assert r2["final"] == r1["final"] and r2["no_defense"] == r1["no_defense"]
+
+
+@pytest.mark.slow
+def test_sigkill_of_the_job_then_resume_under_torchrun_ends_where_the_uninterrupted_job_ends(record):
+    base, attack, _ = record
+    marker = base / "stalled"
+    stall = [*TORCHRUN, str(Path(bb.__file__).with_name("stall.py")), "2", "2", str(marker)]
+    proc = subprocess.Popen([*stall, *defend_args(base, "killed")], env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while not marker.exists():
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        assert time.monotonic() < deadline, "the job never reached the kill point"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both workers, as a scheduler kills a job
+    proc.wait(timeout=60)
+    proc.stderr.close()
+    out = attack / "defense" / "killed"
+    assert not (out / "defense_result.pt").exists()
+    assert load_trusted(out / "checkpoint" / "last.pt")["unlearner"]["epoch"] == 1
+
+    run([*TORCHRUN, "-m", "sau_plugin", *defend_args(base, "killed", "--resume")])
+    _, files_k, wk = outputs(attack, "killed")
+    ddp, files_d, wd = outputs(attack, "ddp")
+    assert [f for f in files_k if not f.startswith("log/")] == [f for f in files_d if not f.startswith("log/")]
+    for k, v in wd["model"].items():  # the same processes, reductions and order: bit for bit
+        assert torch.equal(wk["model"][k], v), k
+    assert read_csv_exact(out / "killed_df.csv", index_col=0).equals(read_csv_exact(ddp / "ddp_df.csv", index_col=0))
