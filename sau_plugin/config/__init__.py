@@ -262,7 +262,7 @@ def _validate(c: SAUConfig) -> None:
            f"adam_betas must be two numbers in [0, 1); got {c.adam_betas!r}")
     _check(c.loader in LOADERS, f"loader must be one of {', '.join(LOADERS)}; got {c.loader!r}")
     _check(isinstance(c.device, str) and _valid_device(c.device),
-           f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto'; got {c.device!r}")
+           f"device must be 'cpu', 'cuda', 'cuda:N', a GPU list like 'cuda:0,1', 'mps' or 'auto'; got {c.device!r}")
     _check(isinstance(c.model, str) and c.model != "", f"model must be a model name; got {c.model!r}")
     _check(isinstance(c.defense_name, str) and re.fullmatch(r"[A-Za-z0-9_+-]+", c.defense_name) is not None,
            f"defense_name (an output folder name) must be letters, digits, '-', '_' or '+'; got {c.defense_name!r}")

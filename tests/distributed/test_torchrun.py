@@ -102,3 +102,34 @@ def test_sigkill_of_the_job_then_resume_under_torchrun_ends_where_the_uninterrup
     for k, v in wd["model"].items():  # the same processes, reductions and order: bit for bit
         assert torch.equal(wk["model"][k], v), k
     assert read_csv_exact(out / "killed_df.csv", index_col=0).equals(read_csv_exact(ddp / "ddp_df.csv", index_col=0))
+
+
+def _config(args):
+    from sau_plugin import cli
+    from sau_plugin.config.cli import config_from_args
+
+    return config_from_args(cli.build_parser(args).parse_args(args))
+
+
+@pytest.mark.slow
+def test_the_plugin_starts_its_own_workers_as_for_device_cuda_0_1(record, monkeypatch):
+    """The path ``--device cuda:0,1`` takes (one worker per listed device, here 2 on the CPU):
+    the same files and weights as under torchrun, rank 0's outcome and model in the caller."""
+    from sau_plugin.errors import RecordError
+    from sau_plugin.run.defend import spawn_defense
+
+    base, attack, _ = record
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    outcome = spawn_defense(_config(defend_args(base, "spawned")), 2, progress=False, log_level="info")
+    _, files_s, ws = outputs(attack, "spawned")
+    _, files_d, wd = outputs(attack, "ddp")
+    assert files_s == files_d and outcome.output_dir == attack / "defense" / "spawned"
+    for k, v in wd["model"].items():
+        assert torch.equal(ws["model"][k], v), k
+        assert torch.equal(outcome.model.state_dict()[k], v), k
+    assert outcome.after == json.loads((attack / "defense" / "ddp" / "sau_result.json").read_text())["final"]
+
+    bad = defend_args(base, "spawned_bad")
+    bad[bad.index("--result_file") + 1] = "no_such_attack"
+    with pytest.raises(RecordError, match="no_such_attack"):  # the workers' error, raised in the caller
+        spawn_defense(_config(bad), 2, progress=False, log_level="info")

@@ -116,3 +116,24 @@ def rank_main(rank: int, world: int, init_file: str, specs: Dict[str, Dict], mod
             torch.save(results, out)
     finally:
         dist.destroy_process_group()
+
+
+def agree_main(rank: int, world: int, init_file: str, out: str) -> None:
+    """``Group.agree`` where only rank 1's step fails: every rank raises rank 1's error."""
+    from sau_plugin.errors import DatasetError
+    from sau_plugin.run.distributed import Group
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    group = Group(torch.device("cpu"), DataParallel())
+
+    def step():
+        if rank == 1:
+            raise DatasetError("clean data not found on this node")
+        return "loaded"
+
+    try:
+        seen = ("ok", group.agree(step))
+    except Exception as exc:  # noqa: BLE001 - recorded for the test
+        seen = (type(exc).__name__, str(exc))
+    torch.save(seen, f"{out}.{rank}")
+    dist.destroy_process_group()
