@@ -9,7 +9,8 @@ result equals the single-process run's:
 * Every rank shuffles the whole clean subset with the same seeded generator and takes a
   contiguous slice of each global batch (``torch.tensor_split``: with a remainder, the
   first ranks get one sample more; a rank may get none when a batch is smaller than the
-  group; an empty slice runs empty tensors and adds nothing).
+  group; an empty slice runs empty tensors and adds nothing, where torch can: see
+  :meth:`DataParallel.check_run`).
 * Outer step (eq. 13): the purified model is wrapped in ``DistributedDataParallel``, which
   averages gradients over ranks; each rank's loss is its mean over its slice times
   ``n_rank * world / n_batch``, so the averaged gradient is that of the global batch's
@@ -86,6 +87,21 @@ class DataParallel:
         sums = self.sum([stats[k] * n if n else 0.0 for k in keys])  # an empty slice's means are NaN
         return {k: s / b for k, s in zip(keys, sums)}
 
+    def check_run(self, cfg, n: int) -> None:
+        """Refuse what a split run cannot do alike on every rank: ``pgd_init`` random (one draw
+        per slice), and a smallest global batch that leaves a rank without samples on a torch
+        that cannot run an empty batch (torch 1.x: channels_last convolutions)."""
+        if cfg.pgd_init == "random":
+            raise ConfigError("pgd_init 'random' is not supported across processes (each would draw its own noise); "
+                              "use max, min or zero, or run one process")
+        batch_size = cfg.batch_size
+        smallest = n % batch_size or batch_size
+        if 0 < n and smallest < self.world_size and not empty_batches_run():
+            raise ConfigError(f"with {self.world_size} processes the global batch of {smallest} sample(s) (the last of "
+                              f"{n} clean samples in batches of {batch_size}) leaves a process without samples, which "
+                              f"torch {torch.__version__} cannot run; choose batch_size so that {n} % batch_size is 0 "
+                              f"or at least {self.world_size}, or use fewer processes")
+
     def batch_starts(self, n: int, batch_size: int) -> range:
         """Start indices of the fixed-size batches of ``n`` samples this rank evaluates
         (batch ``rank``, ``rank + world``, ...): whole batches, as one process cuts them."""
@@ -127,6 +143,17 @@ class DataParallel:
         no_sync = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(ddp).parameters else "broadcast_buffers"
         return ddp(model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                    process_group=self.group, **{no_sync: False})
+
+
+def empty_batches_run() -> bool:
+    """Whether this torch runs a channels_last convolution on an empty batch (1.11 does not)."""
+    cl = torch.channels_last
+    try:
+        torch.nn.functional.conv2d(torch.zeros(0, 2, 4, 4).contiguous(memory_format=cl),
+                                   torch.zeros(2, 2, 3, 3).contiguous(memory_format=cl), padding=1)
+        return True
+    except RuntimeError:
+        return False
 
 
 class _SumOverRanks(torch.autograd.Function):

@@ -136,8 +136,6 @@ class Unlearner:
         self.model_ref = frozen_reference(model_ref, self.precision, copy=copy_ref)
         self.forward = compiled(self.model) if use_compile else self.model
         self.forward_ref = compiled(self.model_ref) if use_compile else self.model_ref
-        if parallel is not None and cfg.pgd_init == "random":  # one draw per slice would desynchronise ranks
-            raise ConfigError("pgd_init 'random' is not supported across processes; use max, min or zero, or one process")
         self.parallel, self.ddp = parallel, parallel.wrap(self.model) if parallel is not None else None  # outer step
         self.forward_outer = self.forward if self.ddp is None else (compiled(self.ddp) if use_compile else self.ddp)
         self.loss_scale, self.local_empty = 1.0, False  # set per batch under ``parallel`` (DataParallel.step)
@@ -264,6 +262,8 @@ class Unlearner:
         """
         images = self.precision.format(images.to(self.device))
         labels = labels.to(self.device)
+        if self.parallel is not None:
+            self.parallel.check_run(self.cfg, labels.shape[0])
         total = self.cfg.n_rounds if epochs is None else epochs
         self._callbacks = CallbackList(([EpochEndFunction(on_epoch_end)] if on_epoch_end else []) + list(callbacks))
         self._stop_requested = stopped = False
@@ -345,6 +345,5 @@ def unlearn(
     ``images``: the clean subset, normalised with ``mean`` / ``std``, shape (N, C, H, W);
     ``labels``: (N,). Returns the model and one history row per epoch.
     """
-    return Unlearner(model, model_ref, cfg, mean=mean, std=std).fit(
-        images, labels, evaluate=evaluate, on_epoch_end=on_epoch_end
-    )
+    return Unlearner(model, model_ref, cfg, mean=mean, std=std).fit(images, labels, evaluate=evaluate,
+                                                                    on_epoch_end=on_epoch_end)

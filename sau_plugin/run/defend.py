@@ -112,6 +112,8 @@ def _run(cfg: SAUConfig, progress: bool, session: LogSession, record: Optional[A
         if main:
             out.check(cfg)
         inp = load_inputs(cfg, record=record, timings=timings)
+        if parallel is not None:
+            parallel.check_run(cfg, len(inp.indices))
         ckpt = out.checkpoint
         return inp, (checkpoint.read(ckpt, cfg, inp.indices) if main and cfg.resume and ckpt.is_file() else None)
 

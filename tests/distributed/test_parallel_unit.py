@@ -31,3 +31,23 @@ def test_evaluation_shares_are_whole_batches_each_on_one_rank(n, size, world):
 def test_without_a_process_group_it_says_what_to_do():
     with pytest.raises(ConfigError, match="init_process_group"):
         DataParallel()
+
+
+def test_a_split_run_refuses_random_init_and_names_the_fix():
+    from sau_plugin import SAUConfig
+
+    with pytest.raises(ConfigError, match="pgd_init 'random' is not supported across processes"):
+        _rank(0, 2).check_run(SAUConfig(device="cpu", pgd_init="random"), 10)
+
+
+def test_an_empty_slice_is_refused_only_where_torch_cannot_run_it(monkeypatch):
+    from sau_plugin import SAUConfig
+    from sau_plugin.core import parallel
+
+    cfg = SAUConfig(device="cpu", batch_size=8)
+    monkeypatch.setattr(parallel, "empty_batches_run", lambda: False)
+    with pytest.raises(ConfigError, match="17 % batch_size is 0 or at least 2"):
+        _rank(0, 2).check_run(cfg, 17)  # 8, 8, 1
+    _rank(0, 2).check_run(cfg, 18)  # 8, 8, 2: every rank has a sample
+    monkeypatch.setattr(parallel, "empty_batches_run", lambda: True)
+    _rank(0, 2).check_run(cfg, 17)

@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from sau_plugin import SAUConfig, Unlearner
+from sau_plugin import ConfigError, SAUConfig, Unlearner
 from sau_plugin.core import AttackContext, DataParallel, Precision, get_variant
 from sau_plugin.metrics import batches, evaluate_backdoor, evaluate_clean
 
@@ -110,7 +110,12 @@ def rank_main(rank: int, world: int, init_file: str, specs: Dict[str, Dict], mod
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         parallel = DataParallel()
-        results = {name: run(spec, models, parallel) for name, spec in specs.items()}
+        results = {}
+        for name, spec in specs.items():
+            try:
+                results[name] = run(spec, models, parallel)
+            except ConfigError as exc:  # refused alike on every rank (DataParallel.check_run)
+                results[name] = {"refused": str(exc)}
         results["early_stop_steps"] = parallel.gather(early_stop_steps(parallel))
         if rank == 0:
             torch.save(results, out)
