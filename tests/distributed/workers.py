@@ -142,3 +142,18 @@ def agree_main(rank: int, world: int, init_file: str, out: str) -> None:
         seen = (type(exc).__name__, str(exc))
     torch.save(seen, f"{out}.{rank}")
     dist.destroy_process_group()
+
+
+def readme_example_main(rank: int, world: int, port: int, example: str, task: tuple, out: str) -> None:
+    """README's Python example for process groups, run as rank ``rank`` of a gloo group (the
+    environment torchrun would set), on ``task`` (h_bd, clean x, y, test x, y)."""
+    import copy as copy_module
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    model_ref, x_clean, y_clean, x_test, y_test = task
+    ns = dict(model=copy_module.deepcopy(model_ref), model_ref=model_ref, x_clean=x_clean, y_clean=y_clean,
+              x_test=x_test, y_test=y_test)
+    exec(compile(example, "README.md (process groups)", "exec"), ns)
+    torch.save(ns["result"].history, f"{out}.{rank}")
+    dist.destroy_process_group()
