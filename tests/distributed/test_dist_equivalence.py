@@ -71,3 +71,20 @@ def test_two_processes_equal_one(runs, name):
     assert single["state"].keys() == split["state"].keys()
     for k, v in single["state"].items():
         torch.testing.assert_close(split["state"][k], v, rtol=RTOL, atol=ATOL, msg=k)
+
+
+def _stop_run(tmp_path, spec):
+    models = str(tmp_path / "models.pt")
+    workers.make_models(models)
+    out = tmp_path / "stopped"
+    mp.spawn(workers.stop_main, args=(2, str(tmp_path / "init"), spec, models, str(out)), nprocs=2, join=True)
+    return [torch.load(f"{out}.{rank}") for rank in range(2)]
+
+
+def test_a_stop_asked_on_one_rank_stops_every_rank_after_the_same_batch(tmp_path):
+    assert _stop_run(tmp_path, SPECS["sau_fixed_bn"]) == [(True, 0, 2), (True, 0, 2)]
+
+
+def test_a_non_finite_loss_on_one_rank_is_raised_on_every_rank_before_any_update(tmp_path):
+    seen = _stop_run(tmp_path, {**SPECS["sau_fixed_bn"], "nan_on_rank_1": True})
+    assert seen == [("NonFiniteLossError", 0, "loss became non-finite in epoch 1")] * 2

@@ -133,3 +133,33 @@ def test_the_plugin_starts_its_own_workers_as_for_device_cuda_0_1(record, monkey
     bad[bad.index("--result_file") + 1] = "no_such_attack"
     with pytest.raises(RecordError, match="no_such_attack"):  # the workers' error, raised in the caller
         spawn_defense(_config(bad), 2, progress=False, log_level="info")
+
+
+@pytest.mark.slow
+def test_sigterm_to_torchrun_stops_every_rank_after_the_same_batch_and_resume_finishes_the_run(record):
+    base, attack, _ = record
+    marker = base / "parked"
+    stall = [*TORCHRUN, str(Path(bb.__file__).with_name("stall.py")), "--until-stop", "1", "2", str(marker)]
+    proc = subprocess.Popen([*stall, *defend_args(base, "preempted")], env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not marker.exists():
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert time.monotonic() < deadline, "the job never reached batch 2"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # to torchrun only: it passes the signal on to its workers
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode != 0
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: preempted by SIGTERM in epoch 1 of 2 after batch 2 of 5")
+    out = attack / "defense" / "preempted"
+    saved = load_trusted(out / "checkpoint" / "last.pt")["unlearner"]
+    assert (saved["epoch"], saved["progress"]["next_batch"]) == (0, 2)  # the same batch on every rank
+    assert not (out / "defense_result.pt").exists()
+
+    run([*TORCHRUN, "-m", "sau_plugin", *defend_args(base, "preempted", "--resume")])
+    _, _, wp = outputs(attack, "preempted")
+    ddp, _, wd = outputs(attack, "ddp")
+    for k, v in wd["model"].items():
+        assert torch.equal(wp["model"][k], v), k
+    assert read_csv_exact(out / "preempted_df.csv", index_col=0).equals(read_csv_exact(ddp / "ddp_df.csv", index_col=0))

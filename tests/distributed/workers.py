@@ -11,8 +11,8 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from sau_plugin import ConfigError, SAUConfig, Unlearner
-from sau_plugin.core import AttackContext, DataParallel, Precision, get_variant
+from sau_plugin import ConfigError, NonFiniteLossError, SAUConfig, Unlearner
+from sau_plugin.core import AttackContext, Callback, DataParallel, Precision, get_variant
 from sau_plugin.metrics import batches, evaluate_backdoor, evaluate_clean
 
 K, H = 5, 8
@@ -156,4 +156,39 @@ def readme_example_main(rank: int, world: int, port: int, example: str, task: tu
               x_test=x_test, y_test=y_test)
     exec(compile(example, "README.md (process groups)", "exec"), ns)
     torch.save(ns["result"].history, f"{out}.{rank}")
+    dist.destroy_process_group()
+
+
+class StopOnOneRank(Callback):
+    """Asks to stop after batch ``batch`` on rank ``rank`` only (as a signal one process got)."""
+
+    def __init__(self, rank: int, batch: int):
+        self.rank, self.batch = rank, batch
+
+    def should_stop(self, u) -> bool:
+        return dist.get_rank() == self.rank and u.progress is not None and u.progress.next_batch == self.batch
+
+
+def stop_main(rank: int, world: int, init_file: str, spec: Dict, models: str, out: str) -> None:
+    """A stop requested on rank 1 alone after batch 2: where each rank's fit ended."""
+    from datetime import timedelta
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
+                            timeout=timedelta(seconds=60))
+    parallel = DataParallel()
+    saved = torch.load(models)
+    model, model_ref = _cnn(), _cnn()
+    model.load_state_dict(saved["model"])
+    model_ref.load_state_dict(saved["model_ref"])
+    x, y = _data(spec["n"], 4)
+    u = Unlearner(model, model_ref, SAUConfig(device="cpu", amp=False, **spec["cfg"]), parallel=parallel)
+    if spec.get("nan_on_rank_1"):  # the outer loss turns NaN on rank 1 alone
+        sar = u.outer_loss
+        u.outer_loss = lambda *a: {**sar(*a), "loss": sar(*a)["loss"] * (float("nan") if rank == 1 else 1.0)}
+    try:
+        res = u.fit(x, y, callbacks=[StopOnOneRank(1, 2)])
+        seen = (res.stopped, u.epoch, u.progress.next_batch)
+    except NonFiniteLossError as exc:
+        seen = ("NonFiniteLossError", u.epoch, str(exc).split(";")[0])
+    torch.save(seen, f"{out}.{rank}")
     dist.destroy_process_group()
