@@ -205,9 +205,14 @@ class SharedPGD(_PGDBase):
                     logits, logits_ref = upcast(self.model(x_adv)), upcast(self.model_ref(x_adv))
                 obj = shared_objective(logits, logits_ref, labels, clean_pred, clean_pred_ref,
                                        self.beta_1, self.beta_2)
+                if self.all_ranks is not None:  # batch split over processes: stop once the global batch is shared
+                    everywhere = self.all_ranks(bool(obj.shared.all()))
+                    pert = self._step(pert.detach(), self._grad(obj.loss, pert))
+                    if everywhere:
+                        break
+                    continue
                 pert = self._step(pert.detach(), self._grad(obj.loss, pert))
-                everywhere = bool(obj.shared.all())
-                if everywhere if self.all_ranks is None else self.all_ranks(everywhere):  # after the update, as the reference
+                if bool(obj.shared.all()):  # after the update, as the reference
                     break
         if steps and log.isEnabledFor(logging.DEBUG):  # off by default: the summary syncs with the device
             log.debug(pgd_diagnostics(obj, pert, steps))

@@ -120,11 +120,14 @@ def _run(cfg: SAUConfig, progress: bool, session: LogSession, record: Optional[A
     inp, resume_state = group.agree(check_and_load)
     resume_state = group.share(resume_state)  # rank 0's checkpoint: the others may not see its disk
     rec, data = inp.record, inp.data
-    log_file = index_file = None
-    if main:
+
+    def prepare():  # rank 0's folder; the others wait for it, and fail with it
+        if not main:
+            return None, None
         out.prepare(overwrite=cfg.overwrite)
-        log_file = session.to_file(out.log)
-        index_file = out.write_index(inp.indices)
+        return session.to_file(out.log), out.write_index(inp.indices)
+
+    log_file, index_file = group.agree(prepare)
     log.info("sau_plugin %s, %s defense of %s (%s, %s, %d classes), loader %s, device %s%s", __version__, cfg.variant,
              out.attack_dir, rec.model_name, rec.clean_data, rec.num_classes, data.loader, device,
              f", {group.world_size} processes ({distributed.backend()})" if parallel else "")

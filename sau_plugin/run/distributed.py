@@ -71,7 +71,11 @@ def check_gpus(name: str, ids: List[int]) -> None:
 
 def wants_spawn(name: str) -> bool:
     """``--device cuda:i,j,...`` outside torchrun: the plugin starts the workers itself."""
-    return gpu_list(name) is not None and world_size_from_env() <= 1 and not dist.is_initialized()
+    return gpu_list(name) is not None and world_size_from_env() <= 1 and not initialized()
+
+
+def initialized() -> bool:
+    return dist.is_available() and dist.is_initialized()
 
 
 @dataclass
@@ -116,18 +120,18 @@ class Group:
         return obj if self.parallel is None else self.parallel.broadcast(obj)
 
     def close(self) -> None:
-        if self.owned and dist.is_initialized():
+        if self.owned and initialized():
             dist.destroy_process_group()
 
 
 def backend() -> str:
-    return str(dist.get_backend()) if dist.is_initialized() else "none"
+    return str(dist.get_backend()) if initialized() else "none"
 
 
 def join_group(device_name: str) -> Group:
     """The group this process runs in: none alone, the caller's if one is initialised, else
     the one torchrun's environment describes (initialised here)."""
-    if dist.is_available() and dist.is_initialized():
+    if initialized():
         return Group(_rank_device(device_name), DataParallel())
     if world_size_from_env() <= 1:
         return Group(resolve_device(device_name))
