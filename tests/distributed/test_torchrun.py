@@ -45,6 +45,20 @@ def record(tmp_path_factory):
     return base, attack, done
 
 
+def process_tree(pid: int):
+    """``pid`` and its descendants (Linux /proc)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    kids = children.read_text().split() if children.exists() else []
+    return [pid] + [p for k in kids for p in process_tree(int(k))]
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
 def outputs(attack: Path, name: str):
     out = attack / "defense" / name
     files = sorted("log/TIMESTAMP.log" if p.parent.name == "log" and p.suffix == ".log" else
@@ -82,14 +96,19 @@ def test_sigkill_of_the_job_then_resume_under_torchrun_ends_where_the_uninterrup
     marker = base / "stalled"
     stall = [*TORCHRUN, str(Path(bb.__file__).with_name("stall.py")), "2", "2", str(marker)]
     proc = subprocess.Popen([*stall, *defend_args(base, "killed")], env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
+                            stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
     while not marker.exists():
         assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
         assert time.monotonic() < deadline, "the job never reached the kill point"
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both workers, as a scheduler kills a job
+    job = process_tree(proc.pid)
+    for pid in job:  # torchrun and its workers (started in sessions of their own), as a scheduler kills a job
+        os.kill(pid, signal.SIGKILL)
     proc.wait(timeout=60)
+    while any(alive(pid) for pid in job[1:]):
+        time.sleep(0.05)
+    assert len(job) >= 3  # torchrun and two workers were killed
     proc.stderr.close()
     out = attack / "defense" / "killed"
     assert not (out / "defense_result.pt").exists()
