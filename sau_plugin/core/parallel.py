@@ -29,6 +29,7 @@ statistics, per-sample work at another batch size), so weights agree to rounding
 from __future__ import annotations
 
 import contextlib
+import gc
 import inspect
 from typing import Any, Iterator, List, Optional, Sequence
 
@@ -106,6 +107,14 @@ class DataParallel:
         """Start indices of the fixed-size batches of ``n`` samples this rank evaluates
         (batch ``rank``, ``rank + world``, ...): whole batches, as one process cuts them."""
         return range(self.rank * batch_size, n, self.world_size * batch_size)
+
+    @staticmethod
+    def release(u) -> None:
+        """Drop ``u``'s DistributedDataParallel wrapper (``u.forward_outer`` becomes the plain
+        forward). Call it before ``destroy_process_group``: on torch 1.x a wrapper that outlives
+        the group can deadlock the process when it is freed."""
+        u.ddp, u.forward_outer = None, u.forward
+        gc.collect()
 
     # ---- collectives -------------------------------------------------------------------------------
     def sum(self, values: Sequence[float]) -> List[float]:

@@ -185,6 +185,9 @@ def _run(cfg: SAUConfig, progress: bool, session: LogSession, record: Optional[A
         if kept and hasattr(exc, "exit_code"):  # say where the last good state is
             raise type(exc)(f"{exc}{kept}") from None
         raise
+    finally:
+        if parallel is not None:  # before run_defense destroys the group, also when an error propagates
+            parallel.release(unlearner)
     if fitted.stopped and unlearner.epoch < cfg.n_rounds:  # a partial run is no result
         p = unlearner.progress
         where = f"epoch {unlearner.epoch + 1} batch {p.next_batch}" if p is not None else f"epoch {unlearner.epoch}"

@@ -191,4 +191,5 @@ def stop_main(rank: int, world: int, init_file: str, spec: Dict, models: str, ou
     except NonFiniteLossError as exc:
         seen = ("NonFiniteLossError", u.epoch, str(exc).split(";")[0])
     torch.save(seen, f"{out}.{rank}")
+    parallel.release(u)  # the DDP wrapper must not outlive the group (torch 1.11 can deadlock freeing it)
     dist.destroy_process_group()
