@@ -6,7 +6,7 @@ Public API::
 """
 
 from .config import SAUConfig
-from .core import (PGD, Callback, PGDResult, PixelSpace, SharedPGD, UnlearnResult, Unlearner, project, register_variant,
+from .core import (PGD, Callback, DataParallel, PGDResult, PixelSpace, SharedPGD, UnlearnResult, Unlearner, project, register_variant,
                    unlearn)
 from .errors import (ConfigError, DatasetError, DeviceError, ModelError, NonFiniteLossError, OutputError,
                      RecordError, SAUError, UnsafePickleError)
@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "SAUConfig", "SharedPGD", "PGD", "PGDResult", "PixelSpace", "Unlearner", "UnlearnResult", "unlearn", "project",
-    "Callback", "register_variant",
+    "Callback", "register_variant", "DataParallel",
     "evaluate_clean", "evaluate_backdoor", "der", "adversarial_risks", "batches", "create_model", "list_models",
     "SAUError", "ConfigError", "RecordError", "UnsafePickleError", "DatasetError", "ModelError",
     "NonFiniteLossError", "DeviceError", "OutputError", "__version__",

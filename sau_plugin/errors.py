@@ -38,8 +38,8 @@ class NonFiniteLossError(SAUError, FloatingPointError):
     """A loss became NaN or infinite during unlearning."""
 
 
-class DeviceError(SAUError):
-    """The requested device (e.g. CUDA) is not available."""
+class DeviceError(ConfigError):
+    """The requested device (e.g. CUDA, or as many GPUs as ``--device cuda:0,1`` lists) is not available."""
 
 
 class OutputError(SAUError):

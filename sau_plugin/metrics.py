@@ -4,24 +4,37 @@ and shared adversarial risks of a model pair (the quantities of the paper's Figu
 Batches are any iterable of tensors: ``(x, y)`` for clean data and
 ``(x, y_backdoor, y_original)`` for poisoned data; :func:`batches` cuts tensors into
 such batches. Losses are averaged over batches, as BackdoorBench does.
+
+Over several processes (``parallel``, a :class:`~sau_plugin.core.parallel.DataParallel`):
+each rank evaluates its share of the batches (``batches(..., parallel=p)``: whole batches,
+as one process cuts them) and passes ``parallel`` to the evaluation, which sums counts,
+losses and batch numbers over ranks: every rank gets the figures of the whole set.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, Iterator, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .core.parallel import DataParallel
 from .core.precision import Precision, upcast
 
 
-def batches(*tensors: torch.Tensor, batch_size: int = 256, device=None) -> Iterator[Tuple[torch.Tensor, ...]]:
-    """Cut aligned tensors into batches (in order), optionally moving each to ``device``."""
+def batches(*tensors: torch.Tensor, batch_size: int = 256, device=None,
+            parallel: Optional[DataParallel] = None) -> Iterator[Tuple[torch.Tensor, ...]]:
+    """Cut aligned tensors into batches (in order), optionally moving each to ``device``;
+    with ``parallel``, only this rank's batches."""
     n = tensors[0].shape[0]
-    for i in range(0, n, batch_size):
+    starts = range(0, n, batch_size) if parallel is None else parallel.batch_starts(n, batch_size)
+    for i in starts:
         yield tuple(t[i:i + batch_size] if device is None else t[i:i + batch_size].to(device) for t in tensors)
+
+
+def _summed(values: List[float], parallel: Optional[DataParallel]) -> List[float]:
+    return values if parallel is None else parallel.sum(values)
 
 
 def _forward(model: nn.Module, x: torch.Tensor, precision: Optional[Precision]) -> torch.Tensor:
@@ -32,8 +45,9 @@ def _forward(model: nn.Module, x: torch.Tensor, precision: Optional[Precision]) 
 
 
 @torch.inference_mode()
-def evaluate_clean(model: nn.Module, data: Iterable, precision: Optional[Precision] = None) -> Dict[str, float]:
-    """ACC and mean clean loss in one pass over ``(x, y)`` batches."""
+def evaluate_clean(model: nn.Module, data: Iterable, precision: Optional[Precision] = None, *,
+                   parallel: Optional[DataParallel] = None) -> Dict[str, float]:
+    """ACC and mean clean loss in one pass over ``(x, y)`` batches (summed over ranks with ``parallel``)."""
     model.eval()
     correct = total = 0
     loss_sum, n_batches = 0.0, 0
@@ -43,11 +57,13 @@ def evaluate_clean(model: nn.Module, data: Iterable, precision: Optional[Precisi
         total += y.shape[0]
         loss_sum += float(F.cross_entropy(logits, y))
         n_batches += 1
+    correct, total, loss_sum, n_batches = _summed([correct, total, loss_sum, n_batches], parallel)
     return {"test_acc": correct / max(1, total), "clean_test_loss_avg_over_batch": loss_sum / max(1, n_batches)}
 
 
 @torch.inference_mode()
-def evaluate_backdoor(model: nn.Module, data: Iterable, precision: Optional[Precision] = None) -> Dict[str, float]:
+def evaluate_backdoor(model: nn.Module, data: Iterable, precision: Optional[Precision] = None, *,
+                      parallel: Optional[DataParallel] = None) -> Dict[str, float]:
     """ASR and R-ACC (BackdoorBench's RA) from one pass over ``(x, y_backdoor, y_original)`` batches.
 
     ASR = fraction predicted as the backdoor label; R-ACC = fraction predicted as the
@@ -66,6 +82,8 @@ def evaluate_backdoor(model: nn.Module, data: Iterable, precision: Optional[Prec
         bd_loss += float(F.cross_entropy(logits, y_bd))
         ra_loss += float(F.cross_entropy(logits, y_orig))
         n_batches += 1
+    hit, recovered, total, bd_loss, ra_loss, n_batches = _summed([hit, recovered, total, bd_loss, ra_loss, n_batches],
+                                                                 parallel)
     n_batches = max(1, n_batches)
     return {
         "test_asr": hit / max(1, total),

@@ -75,6 +75,8 @@ def dataset_from_record(args: argparse.Namespace, cfg: SAUConfig) -> Tuple[SAUCo
 def _cli(args: argparse.Namespace) -> int:
     cfg, record = dataset_from_record(args, config_from_args(args))
     outcome = run_defense(cfg, progress=not args.no_progress, log_level=args.log_level, record=record)
+    if outcome.rank:  # one report per run: rank 0's
+        return 0
     b, a = outcome.before, outcome.after
     print(f"no defense: ACC {100 * b['test_acc']:.2f} ASR {100 * b['test_asr']:.2f} R-ACC {100 * b['test_ra']:.2f}")
     print(f"{args.defense_name or 'sau'}: ACC {100 * a['test_acc']:.2f} ASR {100 * a['test_asr']:.2f} "

@@ -7,7 +7,7 @@ resize, a quarter of the memory of floats, and normalised batch by batch.
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Sequence, Tuple
+from typing import Iterable, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -63,10 +63,12 @@ def stack_images(images: Iterable[Image.Image], size: Tuple[int, int], channels:
 
 
 def normalized_batches(
-    images: torch.Tensor, *labels: torch.Tensor, mean: Sequence[float], std: Sequence[float], batch_size: int, device
+    images: torch.Tensor, *labels: torch.Tensor, mean: Sequence[float], std: Sequence[float], batch_size: int, device,
+    starts: Optional[Iterable[int]] = None,
 ) -> Iterator[Tuple[torch.Tensor, ...]]:
-    """Batches ``(x, *labels)`` in order, each image batch normalised on ``device``."""
+    """Batches ``(x, *labels)`` in order, each image batch normalised on ``device``; ``starts``:
+    the batches' first indices (default all; a rank's share: ``DataParallel.batch_starts``)."""
     space = PixelSpace(mean, std).to(device)
-    for i in range(0, images.shape[0], batch_size):
+    for i in range(0, images.shape[0], batch_size) if starts is None else starts:
         x = space.normalize_uint8(images[i:i + batch_size].to(device))
         yield (x, *(t[i:i + batch_size].to(device) for t in labels))

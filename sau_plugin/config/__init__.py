@@ -60,7 +60,7 @@ class SAUConfig:
     """
 
     # --- BackdoorBench: run environment -------------------------------------------
-    device: str = setting("cuda", "cpu, cuda, cuda:N or auto", kind=RUN, source=BB)
+    device: str = setting("cuda", "cpu, cuda, cuda:N, cuda:0,1 (one process per GPU) or auto", kind=RUN, source=BB)
     # BackdoorBench: True, which the reference ignores; bf16 is opt-in (README: Configuration)
     amp: bool = setting(False, "bf16/fp16 autocast where the hardware supports it", kind=METHOD, source=BB, flag="bool")
     pin_memory: bool = setting(True, "accepted for compatibility", kind=RUN, source=BB, flag="bool", short=("-pm",))
@@ -295,7 +295,7 @@ def _validate(c: SAUConfig) -> None:
            f"adam_betas must be two numbers in [0, 1); got {c.adam_betas!r}")
     _check(c.loader in LOADERS, f"loader must be one of {', '.join(LOADERS)}; got {c.loader!r}")
     _check(isinstance(c.device, str) and _valid_device(c.device),
-           f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto'; got {c.device!r}")
+           f"device must be 'cpu', 'cuda', 'cuda:N', a GPU list like 'cuda:0,1', 'mps' or 'auto'; got {c.device!r}")
     _check(isinstance(c.model, str) and c.model != "", f"model must be a model name; got {c.model!r}")
     # Dots are allowed inside (Table 14's folders are named after their bounds, e.g. sau_linf_0.1_0.1), never first
     _check(isinstance(c.defense_name, str) and re.fullmatch(r"[A-Za-z0-9_+-][A-Za-z0-9_.+-]*", c.defense_name) is not None,

@@ -7,6 +7,7 @@ from .pgd import PGD, PGDResult, SharedPGD
 from .targeted import TargetedSharedPGD, TargetEstimate, estimate_target, targeted_objective
 from .universal import UniversalPGD, UniversalSharedPGD
 from .precision import Precision, choose_precision, cpu_supports_bf16
+from .parallel import DataParallel, batch_stats_over_group
 from .outer import ATLoss, JointPass, SARLoss, SplitPass, adversarial_terms, choose_outer_pass, clean_loss
 from .unlearn import EpochProgress, UnlearnResult, Unlearner, frozen_reference, make_optimizer, make_scheduler, unlearn
 from .variants import VARIANTS, AttackContext, Variant, get_variant, register_variant
@@ -18,5 +19,6 @@ __all__ = [
     "make_optimizer", "make_scheduler", "clean_loss", "adversarial_terms", "unlearn", "frozen_reference",
     "SARLoss", "ATLoss", "JointPass", "SplitPass", "choose_outer_pass", "VARIANTS", "Variant", "AttackContext",
     "get_variant", "register_variant", "Callback", "CallbackList", "EpochProgress", "TargetedSharedPGD",
-    "TargetEstimate", "estimate_target", "targeted_objective", "UniversalPGD", "UniversalSharedPGD",
+    "TargetEstimate", "estimate_target", "targeted_objective", "UniversalPGD", "UniversalSharedPGD", "DataParallel",
+    "batch_stats_over_group",
 ]

@@ -10,6 +10,9 @@ dict with a scalar ``"loss"`` (other entries are logged as ``train_<key>``).
 
 How the objective is forwarded and backwarded is one documented choice (``OuterPass``):
 
+The purified model's forward here is ``u.forward_outer``: the model itself, or its
+``DistributedDataParallel`` wrapper in a run over several processes (``core/parallel.py``).
+
 * :class:`JointPass`: one forward over [x, x~] per outer step, as the reference. Needed
   when BatchNorm uses batch statistics (``train_mode``: the statistics are those of the
   concatenated batch) and for fine-tuning; kept on CUDA, where one large batch keeps the
@@ -27,6 +30,7 @@ and an attack, the joint pass otherwise.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Dict, Optional, Tuple
 
 import torch
@@ -116,15 +120,15 @@ class JointPass:
         u.optimizer.zero_grad(set_to_none=True)
         n = images.shape[0]
         if u.cfg.train_mode:
-            u.forward.train()
+            u.forward_outer.train()
         try:
             with u.precision.autocast():
                 if x_adv is None:  # fine-tuning: clean data only
-                    parts = clean_loss(upcast(u.forward(images)), labels, u.cfg)
+                    parts = clean_loss(upcast(u.forward_outer(images)), labels, u.cfg)
                 else:
-                    logits, logits_adv = upcast(u.forward(torch.cat([images, x_adv]))).split(n)
+                    logits, logits_adv = upcast(u.forward_outer(torch.cat([images, x_adv]))).split([n, n])
         finally:
-            u.forward.eval()
+            u.forward_outer.eval()
         if x_adv is not None:
             parts = combine(clean_loss(logits, labels, u.cfg),
                             u.outer_loss(logits_adv, labels, x_adv, clean_pred_ref, u.forward_ref, u.cfg, u.precision))
@@ -149,15 +153,16 @@ class SplitPass:
             u.optimizer.zero_grad(set_to_none=True)
             clean, _ = self._clean_half(u, images, labels)
         with u.precision.autocast():
-            logits_adv = upcast(u.forward(x_adv))
+            logits_adv = upcast(u.forward_outer(x_adv))
         adv = u.outer_loss(logits_adv, labels, x_adv, clean_pred_ref, u.forward_ref, u.cfg, u.precision)
         u.backward(adv["loss"])  # the clean half was checked when it was backwarded
         return combine(clean, adv)
 
     @staticmethod
     def _clean_half(u: "Unlearner", images, labels) -> Tuple[Parts, torch.Tensor]:
-        with u.precision.autocast():
-            logits = upcast(u.forward(images))
+        # Under DDP the gradients are averaged once, at the x~ half's backward: none here.
+        with u.precision.autocast(), (u.ddp.no_sync() if u.ddp is not None else contextlib.nullcontext()):
+            logits = upcast(u.forward_outer(images))
         parts = clean_loss(logits, labels, u.cfg)
         u.backward(parts["loss"])
         return {k: v.detach() for k, v in parts.items()}, logits.detach().argmax(1)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Iterator, NamedTuple, Optional, Sequence
+from typing import Callable, Iterator, NamedTuple, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -158,6 +158,9 @@ class SharedPGD(_PGDBase):
         steps (int): PGD steps (``adv_steps``). Default: 5.
         init (str): 'max', 'min', 'zero' or 'random'. Default: 'max'.
         mean, std: the normalisation the models expect; eps is added in [0, 1] pixel space.
+        all_ranks (callable): when the batch is split over processes, ``all_ranks(flag)`` is
+            true when ``flag`` is true on every rank (``DataParallel.all``), so the early
+            stop is decided over the global batch. Default: None (one process).
 
     Shape:
         images: (N, C, H, W) normalised; labels: (N,). Returns a :class:`PGDResult`.
@@ -170,10 +173,12 @@ class SharedPGD(_PGDBase):
         >>> pert, x_adv, steps = attack(images, labels)
     """
 
-    def __init__(self, model: nn.Module, model_ref: nn.Module, *, beta_1: float = 0.01, beta_2: float = 1.0, **kwargs):
+    def __init__(self, model: nn.Module, model_ref: nn.Module, *, beta_1: float = 0.01, beta_2: float = 1.0,
+                 all_ranks: Optional[Callable[[bool], bool]] = None, **kwargs):
         super().__init__(model, **kwargs)
         self.model_ref = model_ref
         self.beta_1, self.beta_2 = beta_1, beta_2
+        self.all_ranks = all_ranks
 
     def __call__(
         self,
@@ -200,6 +205,12 @@ class SharedPGD(_PGDBase):
                     logits, logits_ref = upcast(self.model(x_adv)), upcast(self.model_ref(x_adv))
                 obj = shared_objective(logits, logits_ref, labels, clean_pred, clean_pred_ref,
                                        self.beta_1, self.beta_2)
+                if self.all_ranks is not None:  # batch split over processes: stop once the global batch is shared
+                    everywhere = self.all_ranks(bool(obj.shared.all()))
+                    pert = self._step(pert.detach(), self._grad(obj.loss, pert))
+                    if everywhere:
+                        break
+                    continue
                 pert = self._step(pert.detach(), self._grad(obj.loss, pert))
                 if bool(obj.shared.all()):  # after the update, as the reference
                     break

@@ -84,8 +84,11 @@ class TargetedSharedPGD(SharedPGD):
                 with self.precision.autocast():
                     logits, logits_ref = upcast(self.model(x_adv)), upcast(self.model_ref(x_adv))
                 obj = targeted_objective(logits, logits_ref, labels, self.target, self.beta_1, self.beta_2)
+                done = bool(obj.shared.all())
+                if self.all_ranks is not None:  # batch split over processes: stop once the global batch is shared
+                    done = self.all_ranks(done)
                 pert = self._step(pert.detach(), self._grad(obj.loss, pert))
-                if bool(obj.shared.all()):
+                if done:  # after the update, as the untargeted attack
                     break
         return PGDResult(pert.detach(), self.space.perturb(x01, pert).detach(), steps)
 

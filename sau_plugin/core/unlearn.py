@@ -7,11 +7,12 @@ loss on x~ (``core/outer.py``), forwarded jointly or split (one documented choic
 attack or outer loss plugs in through ``Unlearner(attack=..., outer_loss=...)``. The model
 stays in eval mode (fixed BatchNorm statistics) unless ``train_mode`` is set. Everything
 here works on tensors and modules; files, logs and progress bars are the caller's business
-(``on_epoch_end`` / ``evaluate``).
+(``on_epoch_end`` / ``evaluate``). Several processes: ``parallel=`` (``core/parallel.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy as copy_module
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from ..compat import compiled
 from ..errors import ConfigError, NonFiniteLossError
 from .callbacks import Callback, CallbackList, EpochEndFunction
 from .outer import choose_outer_pass
+from .parallel import DataParallel, batch_stats_over_group
 from .precision import Precision, choose_precision
 from .variants import AttackContext, get_variant
 
@@ -102,6 +104,10 @@ class Unlearner:
     the forward of the clean loss term, once per batch. ``state_dict`` / ``load_state_dict``
     cover everything needed to resume bit-for-bit: model, optimizer, scheduler, shuffling
     RNG, epoch, history, and the progress of an epoch a callback stopped.
+
+    ``parallel`` (:class:`~sau_plugin.core.parallel.DataParallel`): every rank builds the
+    Unlearner alike and passes ``fit`` the whole clean subset; each runs its slice of every
+    global batch, with one process's numbers (to rounding). ``should_stop`` is collective.
     """
 
     def __init__(
@@ -118,6 +124,7 @@ class Unlearner:
         outer_loss: Optional[Callable[..., Dict[str, torch.Tensor]]] = None,
         outer_pass: str = "auto",
         compile: Optional[bool] = None,
+        parallel: Optional[DataParallel] = None,
     ):
         # The core reads only the method's hyperparameters (MethodConfig); whether to torch.compile is a
         # setting of the run, taken from a full SAUConfig unless given.
@@ -129,6 +136,9 @@ class Unlearner:
         self.model_ref = frozen_reference(model_ref, self.precision, copy=copy_ref)
         self.forward = compiled(self.model) if use_compile else self.model
         self.forward_ref = compiled(self.model_ref) if use_compile else self.model_ref
+        self.parallel, self.ddp = parallel, parallel.wrap(self.model) if parallel is not None else None  # outer step
+        self.forward_outer = self.forward if self.ddp is None else (compiled(self.ddp) if use_compile else self.ddp)
+        self.loss_scale, self.local_empty = 1.0, False  # set per batch under ``parallel`` (DataParallel.step)
         self.optimizer = make_optimizer(self.model, cfg)
         self.scheduler = make_scheduler(self.optimizer, cfg)
         self.scaler = self.precision.make_scaler()
@@ -140,7 +150,7 @@ class Unlearner:
         self.outer_loss = outer_loss if outer_loss is not None else variant.outer_loss
         if attack is None and variant.make_attack is not None:
             attack = variant.make_attack(AttackContext(self.forward, self.forward_ref, cfg, tuple(mean), tuple(std),
-                                                       self.precision, self.generator))
+                                                       self.precision, self.generator, parallel))
         if (attack is None) != (self.outer_loss is None):
             raise ConfigError(f"variant {cfg.variant!r}: an inner attack needs an outer loss on x~ and vice versa "
                               f"(attack {'given' if attack is not None else 'none'}, outer loss "
@@ -175,11 +185,13 @@ class Unlearner:
 
     def backward(self, loss: torch.Tensor) -> None:
         """Backward of ``loss``, refused (before any optimizer step) when it is not finite."""
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"loss became {loss.item()} in epoch {self.epoch + 1}; lower lr or check the input data "
-                f"(the last good checkpoint, if any, is kept)"
-            )
+        finite = bool(torch.isfinite(loss))
+        if self.parallel is not None:  # decided together, so that every rank raises or none
+            finite = self.parallel.all(finite or self.local_empty)
+            loss = loss * self.loss_scale
+        if not finite:  # under ``parallel`` this rank's loss may be finite: another rank's was not
+            raise NonFiniteLossError(f"loss became {'non-finite' if self.parallel else loss.item()} in epoch "
+                                     f"{self.epoch + 1}; lower lr or check the input data (the last good checkpoint, if any, is kept)")
         (loss if self.scaler is None else self.scaler.scale(loss)).backward()
 
     def _optimizer_step(self) -> None:
@@ -215,12 +227,14 @@ class Unlearner:
         self._callbacks.on_epoch_start(self, self.epoch, n_batches)
         for i in range(p.next_batch * size, n, size):
             idx = order[i:i + size]
-            stats = self.step(images[idx], labels[idx], ref_pred[idx])
+            stats = (self.step(images[idx], labels[idx], ref_pred[idx]) if self.parallel is None
+                     else self.parallel.step(self, images, labels, ref_pred, idx))
             for k, v in stats.items():
                 p.totals[k] = p.totals.get(k, 0.0) + v
             p.next_batch += 1
             self._callbacks.on_batch_end(self, self.epoch, p.next_batch, stats)
-            if self._callbacks.should_stop(self):
+            stop = self._callbacks.should_stop(self)
+            if stop if self.parallel is None else self.parallel.any(stop):
                 self._stop_requested = True
                 if p.next_batch < n_batches:
                     return None
@@ -248,12 +262,17 @@ class Unlearner:
         """
         images = self.precision.format(images.to(self.device))
         labels = labels.to(self.device)
+        if self.parallel is not None:
+            self.parallel.check_run(self.cfg, labels.shape[0])
         total = self.cfg.n_rounds if epochs is None else epochs
         self._callbacks = CallbackList(([EpochEndFunction(on_epoch_end)] if on_epoch_end else []) + list(callbacks))
         self._stop_requested = stopped = False
         modes = [(m, m.training) for m in self.model.modules()]
         self.model.eval()
+        group_bn = contextlib.ExitStack()
         try:
+            if self.parallel is not None and self.cfg.train_mode:  # batch statistics of the global batch
+                group_bn.enter_context(batch_stats_over_group(self.model, self.parallel))
             self._callbacks.on_fit_start(self)
             while self.epoch < total and not stopped:
                 t0 = time.perf_counter()
@@ -274,6 +293,7 @@ class Unlearner:
         finally:
             for m, training in modes:  # the caller's training mode, as torchattacks restores it
                 m.training = training
+            group_bn.close()
             callbacks_now, self._callbacks = self._callbacks, CallbackList()
             callbacks_now.on_fit_end(self, stopped)
         return UnlearnResult(self.model, self.history, stopped)
@@ -329,6 +349,5 @@ def unlearn(
     ``images``: the clean subset, normalised with ``mean`` / ``std``, shape (N, C, H, W);
     ``labels``: (N,). Returns the model and one history row per epoch.
     """
-    return Unlearner(model, model_ref, cfg, mean=mean, std=std).fit(
-        images, labels, evaluate=evaluate, on_epoch_end=on_epoch_end
-    )
+    return Unlearner(model, model_ref, cfg, mean=mean, std=std).fit(images, labels, evaluate=evaluate,
+                                                                    on_epoch_end=on_epoch_end)

@@ -41,7 +41,8 @@ class Inputs:
 
 
 def resolve_device(name: str) -> torch.device:
-    """'cpu', 'cuda', 'cuda:N' ('cuda:0,1' uses the first GPU; no DataParallel), 'mps' or 'auto'."""
+    """'cpu', 'cuda', 'cuda:N', 'mps' or 'auto': one process's device ('cuda:0,1' is one process per GPU:
+    ``run/distributed.py``)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):

@@ -167,6 +167,29 @@ def dry_run(script: Path, args: List[str], cwd: Path) -> None:
     assert proc.returncode == 0, f"`{script.relative_to(REPO)} {' '.join(args)}`: exit {proc.returncode}\n{proc.stderr}"
 
 
+def torchrun_parser() -> argparse.ArgumentParser:
+    from torch.distributed.run import get_args_parser
+
+    return get_args_parser()
+
+
+def check_torchrun(args: List[str], cwd: Path, monkeypatch) -> None:
+    """``torchrun [its flags] -m sau_plugin ARGS`` or ``torchrun [its flags] ./defense/sau_plugin.py ARGS``:
+    torchrun's own parser, then the plugin's (through the launcher for the second form)."""
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            ns = torchrun_parser().parse_args(args)
+    except SystemExit:
+        pytest.fail(f"`torchrun {' '.join(args)}` is refused by torchrun's parser: {err.getvalue().strip()}")
+    if ns.module:
+        assert ns.training_script == "sau_plugin", f"`torchrun {' '.join(args)}`: runs another module"
+        parse_cli(ns.training_script_args, cwd)
+    else:
+        assert ns.training_script == "./defense/sau_plugin.py", f"`torchrun {' '.join(args)}`: no check for this script"
+        parse_cli(run_launcher(cwd / "defense" / "sau_plugin.py", ns.training_script_args, monkeypatch), cwd)
+
+
 # --- install and CI ------------------------------------------------------------------------
 
 def ci_pytest_args() -> List[str]:
@@ -278,6 +301,8 @@ def test_every_shell_command_is_checked_against_the_real_tool(block, tmp_path, m
             parse_cli(argv, cwd)
         elif words[:3] == ["python", "-m", "pytest"]:
             check_pytest(words)
+        elif words[0] == "torchrun":
+            check_torchrun(words[1:], cwd, monkeypatch)
         elif words[0] == "python" and words[1].startswith("bench_scripts/") and words[1].endswith(".py"):
             script = REPO / words[1]
             assert script.is_file(), f"{words[1]} does not exist"
@@ -307,7 +332,7 @@ def test_python_blocks_compile(block):
 def test_the_api_example_runs_on_a_tiny_backdoored_model():
     from tests.helpers.synthetic import backdoored_task
 
-    (example,) = [body for _, body in blocks(README, "python") if "Unlearner(" in body]
+    (example,) = [body for _, body in blocks(README, "python") if "Unlearner(" in body and "DataParallel" not in body]
     model, (x_clean, y_clean), (x_test, y_test), (x_bd, y_bd, y_true) = backdoored_task(
         n_train=400, n_poison=40, epochs=1)
     ns: Dict[str, object] = dict(backdoored_model=model, x_clean=x_clean[:128], y_clean=y_clean[:128],
@@ -343,7 +368,7 @@ def test_commands_shown_inline_use_real_flags(doc):
 
 
 def test_every_flag_the_readme_names_exists():
-    known: Set[str] = set()
+    known = option_strings(torchrun_parser())
     for command in cli.COMMANDS:
         known |= option_strings(subparser(command))
     code = re.findall(r"`([^`]+)`", prose(README)) + [body for _, body in blocks(README, "bash")]
