@@ -9,7 +9,8 @@ from .universal import UniversalPGD, UniversalSharedPGD
 from .precision import Precision, choose_precision, cpu_supports_bf16
 from .parallel import DataParallel, batch_stats_over_group
 from .outer import ATLoss, JointPass, SARLoss, SplitPass, adversarial_terms, choose_outer_pass, clean_loss
-from .unlearn import EpochProgress, UnlearnResult, Unlearner, frozen_reference, make_optimizer, make_scheduler, unlearn
+from .optim import make_optimizer, make_scheduler
+from .unlearn import EpochProgress, UnlearnResult, Unlearner, frozen_reference, unlearn
 from .variants import VARIANTS, AttackContext, Variant, get_variant, register_variant
 
 __all__ = [

@@ -24,6 +24,7 @@ import torch.nn as nn
 from ..compat import compiled
 from ..errors import ConfigError, NonFiniteLossError
 from .callbacks import Callback, CallbackList, EpochEndFunction
+from .optim import make_optimizer, make_scheduler
 from .outer import choose_outer_pass
 from .parallel import DataParallel, batch_stats_over_group
 from .precision import Precision, choose_precision
@@ -47,31 +48,6 @@ class EpochProgress:
     order: torch.Tensor  # CPU permutation of the clean subset
     next_batch: int
     totals: Dict[str, float]
-
-
-def make_optimizer(model: nn.Module, cfg: "SAUConfig") -> torch.optim.Optimizer:
-    """BackdoorBench's ``argparser_opt_scheduler`` choices: Adam (amsgrad) or SGD."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    if cfg.client_optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.sgd_momentum, weight_decay=cfg.wd)
-    return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.adam_betas), weight_decay=cfg.wd, amsgrad=cfg.amsgrad)
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, cfg: "SAUConfig"):
-    """The schedule stepped once per epoch, or None (constant rate).
-
-    None unless ``lr_scheduler_stepping`` is ``epoch``: the reference builds its
-    scheduler but never steps it, so its learning rate stays at ``lr``.
-    """
-    if cfg.lr_scheduler_stepping != "epoch":
-        return None
-    if cfg.lr_scheduler == "CosineAnnealingLR":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.cos_t_max or cfg.n_rounds))
-    if cfg.lr_scheduler == "StepLR":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.steplr_stepsize, gamma=cfg.steplr_gamma)
-    if cfg.lr_scheduler == "MultiStepLR":
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, list(cfg.steplr_milestones), cfg.steplr_gamma)
-    return None
 
 
 def frozen_reference(model_ref: nn.Module, precision: Precision, *, copy: bool = True) -> nn.Module:
@@ -312,8 +288,7 @@ class Unlearner:
             # None between epochs; mid-epoch (after a should_stop): the order, batches done, sums so far
             "progress": None if p is None else {"order": p.order.clone(), "next_batch": p.next_batch,
                                                 "totals": dict(p.totals)},
-            # an attack with state of its own (the universal perturbation, core/universal.py)
-            "attack": self.attack.state_dict() if hasattr(self.attack, "state_dict") else None,
+            "attack": getattr(self.attack, "state_dict", lambda: None)(),  # e.g. the universal perturbation
         }
 
     def load_state_dict(self, state: dict) -> None:
