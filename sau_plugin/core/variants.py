@@ -62,13 +62,13 @@ def _target(ctx: AttackContext) -> Optional[int]:
 def shared_pgd(ctx: AttackContext, *, universal: Optional[bool] = None) -> SharedPGD:
     """A: shared adversarial examples (eqs. 10-11); one perturbation per batch with ``perturbation:
     universal`` (appendix A.4), pushed toward ``target_label`` when it is set (appendix A.5)."""
-    all_ranks = ctx.parallel.all if ctx.parallel is not None else None
-    kw = dict(beta_1=ctx.cfg.beta_1, beta_2=ctx.cfg.beta_2, all_ranks=all_ranks, **_pgd_kwargs(ctx))
     if universal is None:
         universal = getattr(ctx.cfg, "perturbation", "sample") == "universal"
     if universal and ctx.parallel is not None:  # its gradient would need a sum over the ranks' samples
         raise ConfigError("perturbation universal runs in one process only; leave out torchrun / a GPU list, "
                           "or use perturbation sample")
+    all_ranks = ctx.parallel.all if ctx.parallel is not None else None
+    kw = dict(beta_1=ctx.cfg.beta_1, beta_2=ctx.cfg.beta_2, all_ranks=all_ranks, **_pgd_kwargs(ctx))
     target = _target(ctx)
     if target is not None:
         if universal:

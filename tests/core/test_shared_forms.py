@@ -174,3 +174,28 @@ def test_yaml_keys_and_flags(tmp_path):
     add_arguments(parser)
     cfg = config_from_args(parser.parse_args(["--yaml_path", str(y), "--target_label", "estimate", "--risk_every", "2"]))
     assert cfg.target_label == "estimate" and cfg.risk_every == 2 and cfg.method().target_label == "estimate"
+
+
+def test_targeted_early_stop_waits_for_every_rank():
+    """Under a split batch the stop is the group's decision: a rank whose slice is all shared
+    keeps stepping while ``all_ranks`` says another rank's is not."""
+    h, h_bd = _pair()
+    x, y = make(16, 6)
+    x = normalize(x)
+    kw = dict(target=3, bound=1.0, step_size=0.5, steps=12, mean=MEAN, std=STD, beta_1=1.0)
+    alone = TargetedSharedPGD(h, h_bd, **kw)(x, y)
+    assert alone.steps < 12  # stops early on its own
+    votes = []
+    waiting = TargetedSharedPGD(h, h_bd, all_ranks=lambda flag: votes.append(flag) or False, **kw)(x, y)
+    assert waiting.steps == 12 and len(votes) == 12 and any(votes)
+
+
+@pytest.mark.parametrize("variant", ["sau_universal", "at"])
+def test_universal_is_refused_across_processes(variant):
+    from sau_plugin.core import AttackContext
+
+    h, h_bd = _pair()
+    cfg = _cfg(variant=variant, perturbation="universal").method()
+    ctx = AttackContext(h, h_bd, cfg, MEAN, STD, None, torch.Generator(), parallel=object())
+    with pytest.raises(ConfigError, match="one process only"):
+        get_variant(variant).make_attack(ctx)
