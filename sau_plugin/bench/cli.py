@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 import shlex
@@ -10,6 +11,7 @@ import subprocess
 import sys
 from typing import List, Optional
 
+from ..config.files import shipped_config
 from ..errors import ConfigError
 from .execute import Grid, Ledger, blocker, command, is_done
 from .plan import Run, Selection, plan, report_argv, summary
@@ -67,8 +69,22 @@ def add_cli(subparsers) -> None:
     p.set_defaults(func=_main)
 
 
+def with_shipped_config(table: Table, cwd: str) -> Table:
+    """A generator table's ``sau_yaml`` as given when it exists from ``cwd`` (the plugin's checkout keeps
+    today's argv), else the installed copy of a shipped config of that name, so that a table runs from any folder."""
+    if table.sau_yaml is None or os.path.isfile(os.path.join(cwd, table.sau_yaml)):
+        return table
+    parts = os.path.normpath(table.sau_yaml).split(os.sep)
+    if parts[:2] != ["defense_configs", "sau"] or len(parts) != 3:
+        return table  # a user's path: root_problems names it
+    try:
+        return dataclasses.replace(table, sau_yaml=str(shipped_config(parts[2])))
+    except ConfigError:
+        return table
+
+
 def _main(args: argparse.Namespace) -> int:
-    table = load_table(args.table)
+    table = with_shipped_config(load_table(args.table), os.getcwd())
     record_dir = args.record_dir or ("record_cpu" if table.runner == "generator" else "record")
     sel = Selection(attacks=_names(args.attacks), defenses=_names(args.defenses), pratios=_ratios(args.pratios),
                     attack_args=_flags(args.attack_args, "--attack-args"),

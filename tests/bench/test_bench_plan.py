@@ -4,6 +4,11 @@ plus selections, dependencies and files."""
 
 from __future__ import annotations
 
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from sau_plugin import ConfigError
@@ -11,6 +16,7 @@ from sau_plugin.bench import Selection, load_table, plan, report_argv, shipped_t
 from tests.helpers.bench_dry_run import frozen_tables, script_dry_run
 
 SCRIPT_TABLES = frozen_tables()
+REPO = Path(__file__).resolve().parents[2]
 
 
 def planned(table: str, **selection):
@@ -19,8 +25,25 @@ def planned(table: str, **selection):
     return [list(r.argv) for r in plan(t, sel)] + [report_argv(t, sel)]
 
 
-def test_every_frozen_dry_run_is_a_shipped_table():
-    assert sorted(SCRIPT_TABLES) == shipped_tables()
+def test_every_table_script_has_its_frozen_dry_run():
+    scripts = [t for t in shipped_tables() if (REPO / "bench_scripts" / f"{t}.sh").is_file()]
+    assert sorted(SCRIPT_TABLES) == scripts and set(scripts) <= set(shipped_tables())
+
+
+@pytest.mark.parametrize("table", [t for t in shipped_tables() if t.endswith("_gen")])
+def test_generator_tables_run_from_any_folder_with_the_shipped_config(table, tmp_path):
+    """Outside the plugin's checkout a generator table's defenses use the installed demo config."""
+    proc = subprocess.run([sys.executable, "-m", "sau_plugin", "bench", table, "--dry-run", "--no-report"],
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "warning" not in proc.stdout
+    defenses = [shlex.split(line) for line in proc.stdout.splitlines() if " defend " in line]
+    t = load_table(table)
+    assert len(defenses) == len(t.defenses) * len(t.attacks) * max(1, len(t.pratios))
+    for argv in defenses:
+        path = Path(argv[argv.index("--yaml_path") + 1])
+        assert path.is_absolute() and path.is_file() and path.name == "demo_mnist.yaml"
+        assert argv[argv.index("--variant") + 1] in t.defenses
 
 
 @pytest.mark.parametrize("table", SCRIPT_TABLES)
