@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from sau_plugin.config.files import shipped_config
+
 from sau_plugin.cli import build_parser
 from tests.helpers.bench_dry_run import frozen_tables, script_dry_run
 
@@ -65,6 +67,9 @@ def test_every_script_wraps_its_table_and_lib_sh_is_gone():
 
 @pytest.mark.parametrize("table", ["table2", "table4", "table14", "table16", "cpu_bench"])
 def test_a_scripts_dry_run_prints_the_commands_lib_sh_printed(table, tmp_path):
+    config = tmp_path / "defense_configs" / "sau" / "demo_mnist.yaml"  # as in the plugin's checkout
+    config.parent.mkdir(parents=True)
+    config.write_text((REPO / "defense_configs" / "sau" / "demo_mnist.yaml").read_text())
     assert argvs(run(f"{table}.sh", "--dry-run", cwd=tmp_path).stdout) == script_dry_run(table)
 
 
@@ -163,10 +168,10 @@ def test_cpu_bench_dry_run(tmp_path):
     assert len(attacks) == 6 and len(defends) == 30
     assert attacks[-1].endswith("attack --attack badnet_all2all --record_dir record_cpu --name badnet_all2all --no_progress")
     assert defends[0].endswith("defend --result_file badnet --record_dir record_cpu --yaml_path "
-                               "defense_configs/sau/demo_mnist.yaml --dataset mnist --device cpu --variant ft "
-                               "--defense_name ft")
+                               f"{shipped_config('demo_mnist.yaml')} --dataset mnist --device cpu --variant ft "
+                               "--defense_name ft")  # outside the checkout: the installed config
     assert {c.split("--variant ")[1].split()[0] for c in defends} == {"ft", "at", "sau", "a+d", "c+b"}
-    assert "# warning: no plugin config at defense_configs/sau/demo_mnist.yaml" in out
+    assert "# warning" not in out
     assert "--dataset mnist --model preactresnet18 --pratio 0.1" in cmds[-1]
     assert "--attacks badnet=BadNets" in cmds[-1] and "'at=Vanilla AT'" in cmds[-1]
     # every command the script would run parses with the plugin's real command line

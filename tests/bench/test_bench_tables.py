@@ -7,6 +7,8 @@ import shlex
 import pytest
 import yaml
 
+from sau_plugin.config.files import shipped_config
+
 from sau_plugin import ConfigError
 from sau_plugin.bench import load_table, shipped_tables, table_from_dict
 from sau_plugin.bench.table import TABLES_DIR
@@ -92,10 +94,19 @@ def test_cli_marks_done_runs_and_appends_extra_args(tmp_path, monkeypatch, capsy
     assert main(["bench", "cpu_bench", "-n", "--attacks", "badnet", "--defenses", "sau", "--record_dir", "rec",
                  "--attack-args", "--epochs 2", "--defense-args", "--epochs 1", "--no-report"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[1].startswith("# warning: no plugin config at defense_configs/sau/demo_mnist.yaml")  # not here
-    assert lines[2] == "# done: badnet (attack) (rec/badnet/attack_result.pt exists)"
-    assert lines[3].endswith("--variant sau --defense_name sau --epochs 1")
-    assert lines[4] == "# 2 runs (1 attacks, 1 defenses): 1 to run, 1 done" and len(lines) == 5
+    assert lines[1] == "# done: badnet (attack) (rec/badnet/attack_result.pt exists)"
+    assert lines[2].endswith("--variant sau --defense_name sau --epochs 1")
+    assert "--yaml_path " + str(shipped_config("demo_mnist.yaml")) in lines[2]  # not in the checkout: the installed one
+    assert lines[3] == "# 2 runs (1 attacks, 1 defenses): 1 to run, 1 done" and len(lines) == 4
+
+
+def test_cli_warns_when_a_tables_plugin_config_is_missing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    data = yaml.safe_load((TABLES_DIR / "cpu_bench.yaml").read_text())
+    data["sau_yaml"] = "configs/mine.yaml"
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(data))
+    assert main(["bench", str(tmp_path / "mine.yaml"), "-n", "--attacks", "badnet", "--defenses", "sau", "--no-report"]) == 0
+    assert "# warning: no plugin config at configs/mine.yaml" in capsys.readouterr().out
 
 
 def test_cli_refuses_bad_worker_counts_in_one_line(capsys):
