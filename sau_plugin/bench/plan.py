@@ -99,7 +99,8 @@ def defense_argv(table: Table, sel: Selection, name: str, folder: str) -> List[s
     if table.runner == "generator":
         argv = [sel.python, "-m", "sau_plugin", "defend", "--result_file", folder, "--record_dir", sel.record_dir,
                 "--yaml_path", str(table.sau_yaml), "--dataset", table.dataset]
-        argv += (["--device", device] if device else []) + ["--variant", name, "--defense_name", name]
+        argv += ["--device", device] if device else []
+        argv += ["--variant", defense.variant or name, "--defense_name", name]
         return argv + list(defense.args) + list(sel.defense_args)
     common = ["--dataset", table.dataset, "--model", table.model]
     if defense.plugin:

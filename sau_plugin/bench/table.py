@@ -9,10 +9,12 @@ Keys (``name`` is the file's stem)::
     pratios: [float, ...]             poisoning ratios (optional for the generator: its defaults)
     label_trans: all2one | all2all    BackdoorBench runner only
     attacks: {name: label}            label printed in the report (null: the name)
-    defenses: {name: {label, plugin, args}}
+    defenses: {name: {label, plugin, args, variant}}
         plugin: true                  the SAU plugin under --defense_name <name> (BackdoorBench runner;
                                       every generator-runner defense is a plugin variant)
         args: [str, ...]              extra flags of this defense (SAU variants, ANP's threshold)
+        variant: str                  generator runner: the plugin variant (default: <name>), so that
+                                      several runs of one variant with other flags sit side by side
     sau_yaml: path                    generator runner: the plugin's config for ``sau-plugin defend``
     device: str                       optional --device of every run that takes one
     resources: {gpus: int, cpus: int} what one run needs
@@ -48,7 +50,7 @@ BB_ATTACK_NEEDS = {
 DEFAULT_RESOURCES = {"backdoorbench": {"gpus": 1, "cpus": 1}, "generator": {"gpus": 0, "cpus": 1}}
 KEYS = ("caption", "runner", "dataset", "model", "pratios", "label_trans", "attacks", "defenses", "sau_yaml",
         "device", "resources", "report_args")
-DEFENSE_KEYS = ("label", "plugin", "args")
+DEFENSE_KEYS = ("label", "plugin", "args", "variant")
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class Defense:
     label: Optional[str] = None
     plugin: bool = False
     args: Tuple[str, ...] = ()
+    variant: Optional[str] = None  # generator runner: the plugin variant when it is not the name
 
     @property
     def spec(self) -> str:
@@ -194,7 +197,8 @@ def _attacks(value: Any, runner: Optional[str], problems: List[str]) -> Dict[str
 
 def _defenses(value: Any, runner: Optional[str], problems: List[str]) -> Dict[str, Defense]:
     if not isinstance(value, dict) or not value:
-        problems.append(f"defenses: expected a mapping of defense name to {{label, plugin, args}}; got {value!r}")
+        problems.append(f"defenses: expected a mapping of defense name to {{label, plugin, args, variant}}; "
+                        f"got {value!r}")
         return {}
     out = {}
     for name, entry in value.items():
@@ -213,12 +217,16 @@ def _defenses(value: Any, runner: Optional[str], problems: List[str]) -> Dict[st
         elif runner == "backdoorbench" and not plugin and name not in BB_DEFENSES:
             problems.append(f"defenses: unknown defense {name!r}: BackdoorBench's defense/ has "
                             f"{', '.join(BB_DEFENSES)}; a SAU plugin run needs 'plugin: true'")
-        elif runner == "generator" and name not in _plugin_variants():
-            problems.append(f"defenses: unknown defense {name!r}: the plugin's variants are "
-                            f"{', '.join(_plugin_variants())}")
+        variant = entry.get("variant")
+        if variant is not None and (runner != "generator" or not isinstance(variant, str)):
+            problems.append(f"defenses: variant of {name!r} must be a plugin variant's name, for the generator "
+                            f"runner only (BackdoorBench plugin runs take --variant in args); got {variant!r}")
+        elif runner == "generator" and (variant or name) not in _plugin_variants():
+            what = f"variant {variant!r} of {name!r}" if variant else f"defense {name!r}"
+            problems.append(f"defenses: unknown {what}: the plugin's variants are {', '.join(_plugin_variants())}")
         args = _args(entry.get("args"), f"defenses: args of {name!r}", problems)
         if len(problems) == n_before:
-            out[str(name)] = Defense(str(name), label, plugin, args)
+            out[str(name)] = Defense(str(name), label, plugin, args, variant)
     return out
 
 

@@ -43,7 +43,19 @@ def test_generator_tables_run_from_any_folder_with_the_shipped_config(table, tmp
     for argv in defenses:
         path = Path(argv[argv.index("--yaml_path") + 1])
         assert path.is_absolute() and path.is_file() and path.name == "demo_mnist.yaml"
-        assert argv[argv.index("--variant") + 1] in t.defenses
+        d = t.defenses[argv[argv.index("--defense_name") + 1]]
+        assert argv[argv.index("--variant") + 1] == (d.variant or d.name)
+        assert argv[-len(d.args):] == list(d.args) if d.args else True
+
+
+def test_generator_variant_key_puts_runs_of_one_variant_side_by_side():
+    t = load_table("table15_gen")
+    runs = [r for r in plan(t, Selection(attacks=["badnet"], record_dir="rec")) if r.kind == "defense"]
+    pairs = [(r.argv[r.argv.index("--variant") + 1], r.argv[r.argv.index("--defense_name") + 1], r.argv[-1])
+             for r in runs]
+    assert pairs == [("sau", "sau_n400", "0.1"), ("sau", "sau_n100", "0.025"), ("sau", "sau_n50", "0.0125"),
+                     ("sau", "sau_n10", "0.0025")]
+    assert len({r.marker for r in runs}) == 4  # four result folders, not one
 
 
 @pytest.mark.parametrize("table", SCRIPT_TABLES)

@@ -68,6 +68,18 @@ def test_generator_tables_know_the_generator_and_the_plugin_variants():
         ["t", " attacks", " unknown attack 'inputaware'"], ["t", " defenses", " unknown defense 'anp'"]]
 
 
+@pytest.mark.parametrize("runner, entry, words", [
+    ("generator", {"variant": "sua"}, "unknown variant 'sua' of 'x': the plugin's variants are"),
+    ("generator", {"variant": 3}, "variant of 'x' must be a plugin variant's name"),
+    ("backdoorbench", {"plugin": True, "variant": "sau"}, "for the generator runner only"),
+])
+def test_a_defenses_variant_key_is_checked(runner, entry, words):
+    data = yaml.safe_load((TABLES_DIR / ("cpu_bench.yaml" if runner == "generator" else "table2.yaml")).read_text())
+    data["defenses"] = {"x": entry}
+    with pytest.raises(ConfigError, match=words):
+        table_from_dict("t", data, where="t")
+
+
 def test_unknown_table_and_broken_yaml(tmp_path):
     with pytest.raises(ConfigError, match="unknown table 'table99': pass one of cpu_bench, table14"):
         load_table("table99")
