@@ -45,7 +45,9 @@ import torch.nn.functional as F
 from ..backdoorbench.attack_result import save_attack_result
 from ..backdoorbench.metric_csv import write_metric_csvs
 from ..backdoorbench.transforms import normalization
+from ..config.cli import parse_bool
 from ..core.perturbation import PixelSpace
+from ..core.precision import Precision, choose_precision, upcast
 from ..fileio import atomic_save, atomic_write_text
 from ..metrics import batches, evaluate_backdoor, evaluate_clean
 from ..models import create_model
@@ -72,9 +74,15 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
 # ---- training ------------------------------------------------------------------------------------------------------
 def train_backdoored(model: nn.Module, x: torch.Tensor, y: torch.Tensor, y_true: torch.Tensor, poisoned: torch.Tensor,
                      evaluate: Callable[[nn.Module], Dict[str, float]], settings: AttackSettings,
-                     progress: bool = True) -> List[Dict[str, float]]:
-    """SGD with a one-cycle learning rate; one history row per epoch in BackdoorBench's columns."""
+                     progress: bool = True, precision: Optional[Precision] = None) -> List[Dict[str, float]]:
+    """SGD with a one-cycle learning rate; one history row per epoch in BackdoorBench's columns.
+
+    ``precision``: autocast and memory format of the forward passes (default fp32); the
+    model is expected in its memory format already (``Precision.prepare``).
+    """
     from tqdm.auto import tqdm
+
+    precision = precision or Precision(dtype=None, channels_last=False)
 
     gen = torch.Generator().manual_seed(settings.seed)
     steps_per_epoch = math.ceil(len(y) / settings.batch_size)
@@ -87,21 +95,23 @@ def train_backdoored(model: nn.Module, x: torch.Tensor, y: torch.Tensor, y_true:
     for _ in range(settings.n_epochs):
         model.train()
         order = torch.randperm(len(y), generator=gen)
-        preds, losses = [], []
+        preds = []
+        loss_sum = torch.zeros(())  # summed tensor-side: no synchronising .item() per batch
         for i in range(0, len(y), settings.batch_size):
             idx = order[i:i + settings.batch_size]
-            logits = model(random_crop(x[idx], settings.crop_padding, gen))
+            with precision.autocast():
+                logits = upcast(model(precision.format(random_crop(x[idx], settings.crop_padding, gen))))
             loss = F.cross_entropy(logits, y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-            preds.append(logits.argmax(1).detach())
-            losses.append(loss.item())
+            preds.append(logits.detach().argmax(1))
+            loss_sum += loss.detach()
             bar.update()
         pred = torch.empty_like(y)
         pred[order] = torch.cat(preds)
-        row = {"train_epoch_loss_avg_over_batch": sum(losses) / len(losses),
+        row = {"train_epoch_loss_avg_over_batch": float(loss_sum) / steps_per_epoch,
                "train_acc": _acc(pred, y),
                "train_acc_clean_only": _acc(pred[~poisoned], y[~poisoned]),
                "train_asr_bd_only": _acc(pred[poisoned], y[poisoned]),
@@ -118,10 +128,17 @@ def random_crop(x: torch.Tensor, padding: int, gen: torch.Generator) -> torch.Te
     the padding is black, i.e. a normalised zero pixel."""
     if padding == 0:
         return x
-    n, _, h, w = x.shape
+    n, c, h, w = x.shape
     padded = F.pad(x, (padding,) * 4, value=float(MNIST_SPACE.normalize(torch.zeros(1, 1, 1, 1))))
-    dy, dx = torch.randint(0, 2 * padding + 1, (2, n), generator=gen).tolist()
-    return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+    dy, dx = torch.randint(0, 2 * padding + 1, (2, n), generator=gen)
+    rows = (dy[:, None] + torch.arange(h))[:, None, :, None]  # (n, 1, h, 1): one window per sample, all channels
+    cols = (dx[:, None] + torch.arange(w))[:, None, None, :]  # (n, 1, 1, w)
+    return padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
+
+
+def _contiguous(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Weights saved in the default memory format, whatever format training used."""
+    return {k: v.contiguous() for k, v in state.items()}
 
 
 def _acc(pred: torch.Tensor, y: torch.Tensor) -> float:
@@ -156,7 +173,8 @@ def generate(settings: AttackSettings, record_dir: Path | str = DEFAULT_RECORD_D
     bd_test = poison_test(test, settings)
 
     torch.manual_seed(settings.seed)
-    model = create_model("preactresnet18", NUM_CLASSES, in_channels=1, width=settings.width)
+    precision = choose_precision("cpu", settings.amp)
+    model = precision.prepare(create_model("preactresnet18", NUM_CLASSES, in_channels=1, width=settings.width))
     x, y = to_tensor(images), torch.from_numpy(labels)
     poisoned = torch.zeros(len(y), dtype=torch.bool)
     poisoned[torch.from_numpy(bd_idx)] = True
@@ -165,23 +183,25 @@ def generate(settings: AttackSettings, record_dir: Path | str = DEFAULT_RECORD_D
     y_bd, y_orig = torch.tensor(bd_test.bd_labels), torch.tensor(bd_test.original_labels)
 
     def evaluate(m: nn.Module) -> Dict[str, float]:
-        clean = evaluate_clean(m, batches(x_clean, y_clean, batch_size=512))
-        bd = evaluate_backdoor(m, batches(x_bd, y_bd, y_orig, batch_size=512))
+        clean = evaluate_clean(m, batches(x_clean, y_clean, batch_size=512), precision)
+        bd = evaluate_backdoor(m, batches(x_bd, y_bd, y_orig, batch_size=512), precision)
         return {"clean_test_loss_avg_over_batch": clean["clean_test_loss_avg_over_batch"],
                 "bd_test_loss_avg_over_batch": bd["bd_test_loss_avg_over_batch"],
                 "test_acc": clean["test_acc"], "test_asr": bd["test_asr"], "test_ra": bd["test_ra"]}
 
     t0 = time.perf_counter()
-    history = train_backdoored(model, x, y, torch.from_numpy(train.labels), poisoned, evaluate, settings, progress)
+    history = train_backdoored(model, x, y, torch.from_numpy(train.labels), poisoned, evaluate, settings, progress,
+                               precision)
     train_time = time.perf_counter() - t0
 
-    save_attack_result(folder, model_name="preactresnet18", num_classes=NUM_CLASSES, state_dict=model.state_dict(),
+    save_attack_result(folder, model_name="preactresnet18", num_classes=NUM_CLASSES, state_dict=_contiguous(model.state_dict()),
                        data_path=DATA_PATH, img_size=(28, 28, 1), clean_data="mnist", bd_test=bd_test, bd_train=bd_train)
     write_metric_csvs(folder, "attack", history)
     write_info(folder, settings)
     metrics = {k: float(v) for k, v in history[-1].items()}
     atomic_write_text(config_file, yaml.safe_dump({"settings": settings.to_dict(), "metrics": metrics,
-                                                    "train_time_s": round(train_time, 2)}, sort_keys=False))
+                                                    "precision": precision.note, "train_time_s": round(train_time, 2)},
+                                                   sort_keys=False))
     return AttackOutcome(folder, metrics, train_time)
 
 
@@ -219,6 +239,8 @@ def add_attack_arguments(p: argparse.ArgumentParser, epochs_flags: Tuple[str, ..
     p.add_argument("--attack_lr", type=float, default=d.lr, help="peak SGD learning rate (default: %(default)s)")
     p.add_argument("--attack_batch_size", type=int, default=d.batch_size, help="default: %(default)s")
     p.add_argument("--attack_wd", type=float, default=d.weight_decay, help="SGD weight decay (default: %(default)s)")
+    p.add_argument("--attack_amp", type=parse_bool, default=d.amp,
+                   help="bf16 autocast where the CPU has native bf16, else fp32 (default: %(default)s)")
     p.add_argument("--seed", type=int, default=d.seed, help="poisoning, initialisation and shuffling seed")
     p.add_argument("--record_dir", default=DEFAULT_RECORD_DIR,
                    help="record folder; the data go to its sibling data/ (default: %(default)s)")
@@ -228,7 +250,7 @@ def add_attack_arguments(p: argparse.ArgumentParser, epochs_flags: Tuple[str, ..
 def settings_from_args(args: argparse.Namespace) -> AttackSettings:
     return AttackSettings(attack=args.attack, pratio=args.pratio, target=args.target, epochs=args.attack_epochs,
                           width=args.width, lr=args.attack_lr, batch_size=args.attack_batch_size,
-                          weight_decay=args.attack_wd, seed=args.seed)
+                          weight_decay=args.attack_wd, seed=args.seed, amp=args.attack_amp)
 
 
 def _main(args: argparse.Namespace) -> int:

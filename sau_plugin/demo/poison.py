@@ -60,6 +60,7 @@ class AttackSettings:
     cross_ratio: float = 2.0  # WaNet noise mode: pratio * cross_ratio samples warped with random jitter
     crop_padding: int = 4  # BackdoorBench's MNIST training transform: RandomCrop(28, padding=4); 0 = none
     seed: int = 0
+    amp: bool = True  # bf16 autocast where the CPU has native bf16 (core/precision.py decides; else fp32)
 
     def __post_init__(self) -> None:
         if self.attack not in ATTACKS:

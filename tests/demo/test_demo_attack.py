@@ -13,7 +13,8 @@ from sau_plugin.backdoorbench.idx import decode_idx, encode_idx
 from sau_plugin.cli import main
 from sau_plugin.safeload import load_trusted
 from sau_plugin.demo import data
-from sau_plugin.demo.attack import AttackSettings, generate
+from sau_plugin.core.precision import Precision, choose_precision
+from sau_plugin.demo.attack import AttackSettings, generate, settings_from_args, train_backdoored
 from sau_plugin.errors import DatasetError
 from sau_plugin.models import create_model, infer_model_kwargs, load_weights
 from sau_plugin.report.collect import read_attack_info
@@ -133,6 +134,38 @@ def test_metric_csvs_have_backdoorbench_rows_and_columns(record):
     assert list(summary.index) == ["last", "valid_max", "exist_nan_value"] and list(summary.columns) == cols
     assert float(summary.loc["last", "test_acc"]) == pytest.approx(record.metrics["test_acc"])
     assert 0 <= record.metrics["test_asr"] <= 1
+
+
+def test_precision_is_recorded_and_weights_are_saved_in_the_default_layout(record):
+    saved = yaml.safe_load((record.folder / "attack_config.yaml").read_text())
+    assert saved["settings"]["amp"] is True  # the default: bf16 where the CPU has native bf16
+    assert saved["precision"] == choose_precision("cpu", True).note
+    res = load_trusted(record.folder / "attack_result.pt")
+    assert all(v.is_contiguous() for v in res["model"].values())  # not channels_last, whatever training used
+
+
+def test_training_forward_passes_run_under_the_given_precision():
+    seen = []
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.Linear(2 * 26 * 26, 10))
+    model[2].register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    settings = AttackSettings(epochs=1, batch_size=8)
+    no_eval = lambda m: {"test_acc": 0.0, "test_asr": 0.0}  # noqa: E731
+    train_backdoored(model, x, y, y, torch.zeros(8, dtype=torch.bool), no_eval, settings, progress=False)
+    assert seen == [torch.float32]  # default: fp32
+    bf16 = Precision("cpu", torch.bfloat16, channels_last=False)
+    train_backdoored(model, x, y, y, torch.zeros(8, dtype=torch.bool), no_eval, settings, False, bf16)
+    assert seen[1:] == [torch.bfloat16]
+
+
+def test_attack_amp_flag():
+    from sau_plugin.cli import build_parser
+
+    args = build_parser().parse_args(["attack", "--attack_amp", "False"])
+    assert settings_from_args(args).amp is False
+    assert settings_from_args(build_parser().parse_args(["attack"])).amp is True
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["attack", "--attack_amp", "maybe"])
 
 
 def test_same_settings_reuse_the_record_and_new_ones_retrain(record, monkeypatch):

@@ -191,6 +191,15 @@ def test_random_crop_shifts_each_sample_within_the_black_padding():
         assert any(torch.equal(out[i, 0], w) for w in windows)
 
 
+def test_random_crop_draws_one_offset_pair_per_sample_for_every_channel():
+    x = torch.randn(5, 3, 7, 9)
+    out = random_crop(x, 3, torch.Generator().manual_seed(4))
+    dy, dx = torch.randint(0, 7, (2, 5), generator=torch.Generator().manual_seed(4)).tolist()
+    padded = torch.nn.functional.pad(x, (3, 3, 3, 3), value=-1.0)
+    for i in range(5):  # the same window of the padded image in all channels
+        assert torch.equal(out[i], padded[i, :, dy[i]:dy[i] + 7, dx[i]:dx[i] + 9])
+
+
 def test_per_attack_defaults_resolve_and_are_recorded():
     sig = AttackSettings(attack="sig")
     assert sig.poison_ratio == 0.09 and sig.to_dict()["pratio"] == 0.09
