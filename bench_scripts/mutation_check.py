@@ -11,6 +11,10 @@ every mutant would look caught.
     python bench_scripts/mutation_check.py                 # all mutants, default tests
     python bench_scripts/mutation_check.py --mutants js_mask,no_early_stop --tests tests/core/test_core_math.py
 
+A mutant may name further tests (``also``) that reach its line by another path (the
+targeted attack runs shared PGD's step loop); they run besides ``--tests`` for that mutant,
+and for the baseline.
+
 Prints one table row per mutant: caught or not, and which tests failed. A mutant that is
 equivalent to the original (no output can differ; its entry says why) is reported as
 such. Exit status 0 when the baseline passes and every other mutant is caught, 1 otherwise. It runs the tests
@@ -45,6 +49,7 @@ class Mutant:
     old: str  # must occur exactly once
     new: str
     equivalent: str = ""  # why no test can tell it from the original, when that is so
+    also: Tuple[str, ...] = ()  # tests run for this mutant besides --tests: other paths through the changed code
 
 
 MUTANTS: Tuple[Mutant, ...] = (
@@ -55,7 +60,8 @@ MUTANTS: Tuple[Mutant, ...] = (
     Mutant("no_early_stop", "shared PGD never stops early",
            "sau_plugin/core/pgd.py",
            "                if bool(obj.shared.all()):  # after the update, as the reference\n                    break\n",
-           "                if False:\n                    break\n"),
+           "                if False:\n                    break\n",
+           also=("tests/core/test_shared_forms.py",)),  # the targeted attack runs the same step loop
     Mutant("early_stop_before_update", "early stop checked before the update instead of after",
            "sau_plugin/core/pgd.py",
            "                pert = self._step(pert.detach(), self._grad(obj.loss, pert))\n"
@@ -79,8 +85,8 @@ MUTANTS: Tuple[Mutant, ...] = (
            "scale = torch.where((size > bound) | (norm == \"L2\"), bound / size.clamp_min(1e-12), torch.ones_like(size))"),
     Mutant("masks_vs_labels", "PGD masks measured against y instead of each model's clean prediction",
            "sau_plugin/core/pgd.py",
-           "obj = shared_objective(logits, logits_ref, labels, clean_pred, clean_pred_ref,",
-           "obj = shared_objective(logits, logits_ref, labels, labels, labels,"),
+           "logits, logits_ref, labels, clean_pred, clean_pred_ref, self.beta_1, self.beta_2))",
+           "logits, logits_ref, labels, labels, labels, self.beta_1, self.beta_2))"),
     Mutant("hbd_cache_is_h", "the cached h_bd(x) computed with h instead",
            "sau_plugin/core/unlearn.py",
            "preds.append(self.forward_ref(images[i:i + self.cfg.batch_size]).argmax(1))",
@@ -107,6 +113,9 @@ def copy_repo(dest: Path) -> Path:
 
 def run_tests(root: Path, tests: Sequence[str], extra: Sequence[str]) -> Tuple[int, List[str], float]:
     """pytest on the copy; returns (exit code, failed test ids, seconds)."""
+    missing = [t for t in tests if not (root / t.split("::", 1)[0]).exists()]
+    if missing:  # pytest would exit non-zero, which would read as a caught mutant
+        raise SystemExit(f"no such test path(s) in the repository: {', '.join(missing)}")
     env = dict(os.environ, PYTHONPATH=str(root), PYTHONDONTWRITEBYTECODE="1")
     where = subprocess.run([sys.executable, "-c", "import sau_plugin; print(sau_plugin.__file__)"], cwd=root, env=env,
                            capture_output=True, text=True, check=True).stdout.strip()
@@ -163,7 +172,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             root = copy_repo(work)
             if mutant is not None:
                 apply(mutant, root)
-            code, failed, seconds = run_tests(root, args.tests, extra)
+            also = mutant.also if mutant else dict.fromkeys(a for m in chosen for a in m.also)  # baseline: all
+            code, failed, seconds = run_tests(root, [*args.tests, *also], extra)
             if mutant is None:
                 verdict = "passes" if code == 0 else "FAILS"
                 ok &= code == 0

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Callable, Iterator, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -196,15 +196,29 @@ class SharedPGD(_PGDBase):
                 if clean_pred_ref is None:
                     clean_pred_ref = self.model_ref(images).argmax(1)
         x01, pert = self._start(images)
-        steps = 0
+        # eq. (13), inner problem: beta_1 * L_adv (eq. 10) + beta_2 * L_share (eq. 11), masked
+        result, obj = self._ascend(x01, pert, lambda logits, logits_ref: shared_objective(
+            logits, logits_ref, labels, clean_pred, clean_pred_ref, self.beta_1, self.beta_2))
+        if result.steps and log.isEnabledFor(logging.DEBUG):  # off by default: the summary syncs with the device
+            log.debug(pgd_diagnostics(obj, result.pert, result.steps))
+        return result
+
+    def _ascend(self, x01: torch.Tensor, pert: torch.Tensor,
+                objective: Callable[[torch.Tensor, torch.Tensor], Any]) -> Tuple[PGDResult, Any]:
+        """The shared PGD steps from ``pert``, for every form of the objective.
+
+        ``objective(logits, logits_ref)`` gives the quantity descended (``.loss``) and the
+        per-sample ``.shared`` mask that ends the loop once it holds everywhere.
+        Returns the :class:`PGDResult` and the objective of the last step (None without steps).
+        """
+        obj, steps = None, 0
         with frozen_parameters(self.model, self.model_ref):
             for steps in range(1, self.steps + 1):
                 pert.requires_grad_(True)
                 x_adv = self.space.perturb(x01, pert)
                 with self.precision.autocast():
                     logits, logits_ref = upcast(self.model(x_adv)), upcast(self.model_ref(x_adv))
-                obj = shared_objective(logits, logits_ref, labels, clean_pred, clean_pred_ref,
-                                       self.beta_1, self.beta_2)
+                obj = objective(logits, logits_ref)
                 if self.all_ranks is not None:  # batch split over processes: stop once the global batch is shared
                     everywhere = self.all_ranks(bool(obj.shared.all()))
                     pert = self._step(pert.detach(), self._grad(obj.loss, pert))
@@ -214,9 +228,7 @@ class SharedPGD(_PGDBase):
                 pert = self._step(pert.detach(), self._grad(obj.loss, pert))
                 if bool(obj.shared.all()):  # after the update, as the reference
                     break
-        if steps and log.isEnabledFor(logging.DEBUG):  # off by default: the summary syncs with the device
-            log.debug(pgd_diagnostics(obj, pert, steps))
-        return PGDResult(pert.detach(), self.space.perturb(x01, pert).detach(), steps)
+        return PGDResult(pert.detach(), self.space.perturb(x01, pert).detach(), steps), obj
 
 
 class PGD(_PGDBase):

@@ -30,8 +30,7 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from .losses import js_divergence, masked_sum
-from .pgd import PGDResult, SharedPGD, frozen_parameters
-from .precision import upcast
+from .pgd import PGDResult, SharedPGD
 
 class TargetedObjective(NamedTuple):
     loss: torch.Tensor  # beta_1 * (-L_tadv) + beta_2 * JS, masked: the quantity descended
@@ -76,21 +75,9 @@ class TargetedSharedPGD(SharedPGD):
         x01, pert = self._start(images)
         # D_-K: class-K samples start at eps = 0 and stay there (the masked objective gives them a zero gradient)
         pert = pert * (labels != self.target).to(pert.dtype).view(-1, *([1] * (pert.dim() - 1)))
-        steps = 0
-        with frozen_parameters(self.model, self.model_ref):
-            for steps in range(1, self.steps + 1):
-                pert.requires_grad_(True)
-                x_adv = self.space.perturb(x01, pert)
-                with self.precision.autocast():
-                    logits, logits_ref = upcast(self.model(x_adv)), upcast(self.model_ref(x_adv))
-                obj = targeted_objective(logits, logits_ref, labels, self.target, self.beta_1, self.beta_2)
-                done = bool(obj.shared.all())
-                if self.all_ranks is not None:  # batch split over processes: stop once the global batch is shared
-                    done = self.all_ranks(done)
-                pert = self._step(pert.detach(), self._grad(obj.loss, pert))
-                if done:  # after the update, as the untargeted attack
-                    break
-        return PGDResult(pert.detach(), self.space.perturb(x01, pert).detach(), steps)
+        # appendix A.5: the targeted eq. (10), L_tadv, with eq. (11)'s L_share
+        return self._ascend(x01, pert, lambda logits, logits_ref: targeted_objective(
+            logits, logits_ref, labels, self.target, self.beta_1, self.beta_2))[0]
 
 
 class TargetEstimate(NamedTuple):

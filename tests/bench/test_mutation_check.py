@@ -41,6 +41,7 @@ def test_every_mutant_applies_once_to_a_copy_and_compiles(tmp_path):
         assert mutated != original and m.new in mutated, m.name
         py_compile.compile(str(root / m.path), doraise=True)
         (root / m.path).write_text(original)
+        assert all((root / t).is_file() for t in m.also), m.name
     assert _digest(REPO) == before  # the real tree is never edited
 
 
@@ -57,6 +58,13 @@ def test_a_mutant_whose_text_is_gone_is_refused(tmp_path):
     stale = mc.Mutant("stale", "text no longer in the code", "sau_plugin/core/pgd.py", "no such line", "x")
     with pytest.raises(SystemExit, match="expected its text once in sau_plugin/core/pgd.py, found it 0 times"):
         mc.apply(stale, root)
+
+
+def test_a_missing_test_path_is_refused_not_counted_as_a_catch(tmp_path):
+    mc = _module()
+    root = mc.copy_repo(tmp_path)
+    with pytest.raises(SystemExit, match="no such test path\\(s\\) in the repository: tests/core/no_such_test.py"):
+        mc.run_tests(root, ["tests/core/test_core_math.py", "tests/core/no_such_test.py::test_x"], [])
 
 
 @pytest.mark.slow
