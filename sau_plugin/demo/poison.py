@@ -39,9 +39,9 @@ ATTACKS: Dict[str, AttackKind] = {
     # 0.09 of the training set = 90% of the target class: at 100% no clean digit of the target
     # class is left and its clean ACC collapses (88%); at 50% the ASR stays under 20%
     "sig": AttackKind(triggers.sig, clean_label=True, pratio=0.09),
-    "wanet": AttackKind(triggers.wanet, epochs=16),  # learnt late: 12 epochs gave ASR 98.6% with 2 threads, 45.8% with 1
+    "wanet": AttackKind(triggers.wanet, epochs=16),  # learnt late (fp32): 12 epochs gave ASR 98.6% with 2 threads, 45.8% with 1
     "lf": AttackKind(triggers.lf),
-    "badnet_all2all": AttackKind(triggers.badnet, all_to_all=True, epochs=16),  # 8 epochs: ASR 59%
+    "badnet_all2all": AttackKind(triggers.badnet, all_to_all=True, epochs=16),  # 8 epochs (fp32): ASR 59%
 }
 
 
