@@ -139,6 +139,7 @@ def verdict(rows: List[dict]) -> List[str]:
 
 def plot(table: Dict[tuple, dict], path: Path) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -154,6 +155,9 @@ def plot(table: Dict[tuple, dict], path: Path) -> None:
                     ax.errorbar([p[0] for p in pts], [p[1][0] for p in pts], yerr=[p[1][1] for p in pts],
                                 fmt=style, capsize=3, label=METHODS[method])
             ax.set_xscale("log")
+            ax.set_xticks(list(BUDGETS))
+            ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             ax.set_xlabel("clean samples")
             ax.set_ylabel(f"{metric} (%)")
             ax.set_title(attack)
