@@ -29,6 +29,7 @@ from typing import Any, Mapping, Optional, Tuple, Union
 from ..core.variants import VARIANT_ALIASES, VARIANTS, canonical_variant, get_variant  # noqa: F401
 from ..errors import ConfigError
 from .schema import BACKDOORBENCH as BB
+from .files import load_yaml_mapping  # noqa: F401  (imported from here by callers)
 from .schema import METHOD, PLUGIN, RUN, YAML_ONLY, coerce, plain, setting, setting_of, type_problem
 
 NORM_TYPES = ("L_inf", "L2", "L1", "Reg")  # Reg: no projection, as in the reference
@@ -122,6 +123,10 @@ class SAUConfig:
     adv_steps: int = setting(5, "PGD steps", kind=METHOD, source=BB)
     train_mode: bool = setting(False, "BatchNorm in train mode during the outer step", kind=METHOD, source=BB,
                                flag="switch")
+    # --- plugin: beyond the paper (opt-in; README: Small clean sets) ---------------------------------
+    lmd_kd: float = setting(0.0, "weight of L_kd, distillation from the backdoored model's soft predictions on the clean "
+                            "batch, added to eq. 13 (0: off, the paper's objective)", kind=METHOD, source=PLUGIN)
+    kd_temperature: float = setting(2.0, "temperature T of L_kd", kind=METHOD, source=PLUGIN)
     # --- plugin --------------------------------------------------------------------------
     variant: str = setting("sau", f"{', '.join(VARIANTS)}: SAU (A+B), vanilla adversarial training (C+D), "
                            "fine-tuning, and the paper's ablations A+D and C+B (Table 5)", kind=METHOD,
@@ -213,23 +218,6 @@ class SAUConfig:
         return get_variant(self.variant).outer
 
 
-def load_yaml_mapping(path: Union[str, Path]) -> dict:
-    import yaml  # local: the core never needs it
-
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"YAML config {str(p)!r} not found; pass --yaml_path pointing to e.g. defense_configs/sau/cifar10.yaml")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"YAML config {str(p)!r} is not valid YAML ({exc.__class__.__name__}); fix the file") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"YAML config {str(p)!r} must be a mapping of key: value, found {type(data).__name__}")
-    return dict(data)
-
-
 # ---- validation -------------------------------------------------------------------------------
 
 def _coerced(cls: type, values: Mapping[str, Any]) -> dict:
@@ -251,8 +239,9 @@ def _validate(c: SAUConfig) -> None:
     _check(c.pgd_init in PGD_INITS, f"pgd_init must be one of {', '.join(PGD_INITS)}; got {c.pgd_init!r}")
     _check(c.trigger_norm > 0, f"trigger_norm (perturbation bound) must be > 0; got {c.trigger_norm}")
     _check(c.adv_lr > 0, f"adv_lr (PGD step size) must be > 0; got {c.adv_lr}")
+    _check(c.kd_temperature > 0, f"kd_temperature must be > 0; got {c.kd_temperature}")
     _check(c.adv_steps >= 1, f"adv_steps (PGD steps) must be >= 1; got {c.adv_steps}")
-    for key in ("lmd_1", "lmd_2", "lmd_3", "beta_1", "beta_2", "wd"):
+    for key in ("lmd_1", "lmd_2", "lmd_3", "lmd_kd", "beta_1", "beta_2", "wd"):
         _check(getattr(c, key) >= 0, f"{key} must be >= 0; got {getattr(c, key)}")
     _check(0 < c.ratio <= 1, f"ratio (fraction of the clean training set) must be in (0, 1]; got {c.ratio}")
     _check(c.lr > 0, f"lr must be > 0; got {c.lr}")

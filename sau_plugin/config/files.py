@@ -3,6 +3,7 @@
 import importlib.resources
 import sys
 from pathlib import Path
+from typing import Union
 
 from ..errors import ConfigError
 
@@ -33,3 +34,20 @@ def shipped_config(name: str) -> Path:
 def dataset_config(dataset: str) -> Path:
     """The shipped YAML for ``dataset``, else the generic ``config.yaml``."""
     return shipped_config(f"{dataset}.yaml" if dataset in SHIPPED_DATASET_CONFIGS else "config.yaml")
+
+
+def load_yaml_mapping(path: Union[str, Path]) -> dict:
+    import yaml  # local: the core never needs it
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"YAML config {str(p)!r} not found; pass --yaml_path pointing to e.g. defense_configs/sau/cifar10.yaml")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"YAML config {str(p)!r} is not valid YAML ({exc.__class__.__name__}); fix the file") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"YAML config {str(p)!r} must be a mapping of key: value, found {type(data).__name__}")
+    return dict(data)

@@ -1,7 +1,7 @@
 """The SAU method: torch only, no files, no flags (see the paper, eqs. 10-13)."""
 
 from .callbacks import Callback, CallbackList
-from .losses import js_divergence, masked_sum, sar_loss
+from .losses import distillation_loss, js_divergence, masked_sum, sar_loss
 from .perturbation import PixelSpace, init_perturbation, project
 from .pgd import PGD, PGDResult, SharedPGD
 from .targeted import TargetedSharedPGD, TargetEstimate, estimate_target, targeted_objective
@@ -14,7 +14,7 @@ from .unlearn import EpochProgress, UnlearnResult, Unlearner, frozen_reference, 
 from .variants import VARIANTS, AttackContext, Variant, get_variant, register_variant
 
 __all__ = [
-    "js_divergence", "masked_sum", "sar_loss", "PixelSpace",
+    "js_divergence", "masked_sum", "sar_loss", "distillation_loss", "PixelSpace",
     "init_perturbation", "project", "PGD", "PGDResult",
     "SharedPGD", "Precision", "choose_precision", "cpu_supports_bf16", "UnlearnResult", "Unlearner",
     "make_optimizer", "make_scheduler", "clean_loss", "adversarial_terms", "unlearn", "frozen_reference",

@@ -42,3 +42,16 @@ def sar_loss(logits_adv: torch.Tensor, y_tilde: torch.Tensor, selected: torch.Te
     p_rest = (p * (1 - F.one_hot(y_tilde, p.shape[1]).to(p))).sum(dim=1)  # sum_{k != y~} p_k
     per_sample = -torch.log(1e-6 + p_rest.clamp(max=0.999)) - torch.log(1 + 1e-6 - p_y.clamp(min=0.001))
     return masked_sum(per_sample, selected) / 2
+
+
+def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """L_kd = T^2 * mean over the batch of KL(softmax(teacher / T) || softmax(logits / T)) (Hinton et al.).
+
+    The plugin's opt-in addition to eq. (13) (``lmd_kd``), not the paper's: the teacher is the
+    backdoored model on clean inputs, where it is accurate. T^2 keeps the gradient's scale
+    independent of T. Zero, with zero gradient, when the two sets of logits agree.
+    """
+    t = float(temperature)
+    log_p = F.log_softmax(upcast(logits) / t, dim=1)
+    log_q = F.log_softmax(upcast(teacher_logits).detach() / t, dim=1)
+    return (log_q.exp() * (log_q - log_p)).sum(dim=1).mean() * (t * t)

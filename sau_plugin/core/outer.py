@@ -4,6 +4,8 @@ ways of running them (joint / split pass).
     lmd_1 * L_cl(x, y) + lmd_2 * L_at(x~, y) + lmd_3 * L_sar(x~, y)     (B, SAU)
     lmd_1 * L_cl(x, y) + (lmd_2 + lmd_3) * L_at(x~, y)                  (D, vanilla AT)
 
+plus, opt-in and beyond the paper, lmd_kd * L_kd(h(x), h_bd(x)) in the clean term (``clean_loss``).
+
 An outer loss is the part on x~ (the clean term is common to every variant): any callable
 ``loss(logits_adv, labels, x_adv, clean_pred_ref, model_ref, cfg, precision)`` returning a
 dict with a scalar ``"loss"`` (other entries are logged as ``train_<key>``).
@@ -38,7 +40,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import ConfigError
-from .losses import sar_loss
+from .losses import distillation_loss, sar_loss
 from .precision import Precision, upcast
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -48,10 +50,31 @@ Parts = Dict[str, torch.Tensor]
 OUTER_PASSES = ("auto", "joint", "split")
 
 
-def clean_loss(logits: torch.Tensor, labels: torch.Tensor, cfg) -> Parts:
-    """lmd_1 * L_cl(x, y), the clean term of eq. 13 (outer)."""
+def clean_loss(logits: torch.Tensor, labels: torch.Tensor, cfg,
+               teacher_logits: Optional[torch.Tensor] = None) -> Parts:
+    """lmd_1 * L_cl(x, y), the clean term of eq. 13 (outer), [+ lmd_kd * L_kd(h(x), h_bd(x))].
+
+    L_kd (``losses.distillation_loss``) is the plugin's opt-in addition (``lmd_kd`` > 0, then
+    ``teacher_logits`` = h_bd(x) is needed): with a tiny clean set the cross-entropy on a few hard
+    labels drifts h away from h_bd's accurate clean behaviour; matching h_bd's soft predictions on
+    the same clean images holds it there, while L_sar on x~ still unlearns the backdoor.
+    """
     loss_cl = F.cross_entropy(logits, labels)
-    return {"loss_cl": loss_cl, "loss": cfg.lmd_1 * loss_cl}
+    parts = {"loss_cl": loss_cl, "loss": cfg.lmd_1 * loss_cl}
+    if cfg.lmd_kd:
+        if teacher_logits is None:
+            raise ConfigError("lmd_kd > 0 needs the backdoored model's logits on the clean batch (teacher_logits)")
+        parts["loss_kd"] = distillation_loss(logits, teacher_logits, cfg.kd_temperature)
+        parts["loss"] = parts["loss"] + cfg.lmd_kd * parts["loss_kd"]
+    return parts
+
+
+def teacher_logits(u: "Unlearner", images: torch.Tensor) -> Optional[torch.Tensor]:
+    """h_bd(x) for L_kd when ``lmd_kd`` > 0 (one forward of the frozen model), else None."""
+    if not u.cfg.lmd_kd:
+        return None
+    with torch.no_grad(), u.precision.autocast():
+        return upcast(u.forward_ref(images))
 
 
 def adversarial_terms(logits_adv: torch.Tensor, labels: torch.Tensor, x_adv: torch.Tensor,
@@ -124,13 +147,13 @@ class JointPass:
         try:
             with u.precision.autocast():
                 if x_adv is None:  # fine-tuning: clean data only
-                    parts = clean_loss(upcast(u.forward_outer(images)), labels, u.cfg)
+                    parts = clean_loss(upcast(u.forward_outer(images)), labels, u.cfg, teacher_logits(u, images))
                 else:
                     logits, logits_adv = upcast(u.forward_outer(torch.cat([images, x_adv]))).split([n, n])
         finally:
             u.forward_outer.eval()
         if x_adv is not None:
-            parts = combine(clean_loss(logits, labels, u.cfg),
+            parts = combine(clean_loss(logits, labels, u.cfg, teacher_logits(u, images)),
                             u.outer_loss(logits_adv, labels, x_adv, clean_pred_ref, u.forward_ref, u.cfg, u.precision))
         u.backward(parts["loss"])
         return parts
@@ -163,7 +186,7 @@ class SplitPass:
         # Under DDP the gradients are averaged once, at the x~ half's backward: none here.
         with u.precision.autocast(), (u.ddp.no_sync() if u.ddp is not None else contextlib.nullcontext()):
             logits = upcast(u.forward_outer(images))
-        parts = clean_loss(logits, labels, u.cfg)
+        parts = clean_loss(logits, labels, u.cfg, teacher_logits(u, images))
         u.backward(parts["loss"])
         return {k: v.detach() for k, v in parts.items()}, logits.detach().argmax(1)
 

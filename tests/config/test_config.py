@@ -28,6 +28,8 @@ def test_defaults_are_backdoorbench_config_yaml():
         ({"pgd_init": "gauss"}, "pgd_init must be one of max, min, zero, random"),
         ({"lmd_3": -0.5}, "lmd_3 must be >= 0"),
         ({"beta_1": -1}, "beta_1 must be >= 0"),
+        ({"lmd_kd": -0.1}, "lmd_kd must be >= 0"),
+        ({"kd_temperature": 0.0}, "kd_temperature must be > 0"),
         ({"ratio": 0.0}, "ratio"),
         ({"ratio": 1.5}, "(0, 1]"),
         ({"variant": "bogus"}, "variant must be one of"),
@@ -145,7 +147,8 @@ def test_the_resume_fingerprint_holds_exactly_the_settings_that_change_the_numbe
         "amp", "batch_size", "lr", "lr_scheduler", "steplr_stepsize", "steplr_gamma", "steplr_milestones", "cos_t_max",
         "lr_scheduler_stepping", "client_optimizer", "sgd_momentum", "wd", "adam_betas", "random_seed", "n_rounds",
         "outer_steps", "lmd_1", "lmd_2", "lmd_3", "beta_1", "beta_2", "trigger_norm", "pgd_init", "norm_type",
-        "adv_lr", "adv_steps", "train_mode", "variant", "amsgrad", "dataset", "ratio", "perturbation", "target_label"}
+        "adv_lr", "adv_steps", "train_mode", "variant", "amsgrad", "dataset", "ratio", "perturbation", "target_label",
+        "lmd_kd", "kd_temperature"}
 
 
 def test_method_config_is_the_method_kind_settings_and_is_validated_alike():
