@@ -43,6 +43,7 @@ def test_table_runs_each_method_size_and_seed_on_every_attack():
         assert kd == ((True, True) if method == "kd" else (False, False)), name
         if method == "kd":
             assert (_flag(argv, "--lmd_kd"), _flag(argv, "--lmd_3")) == ("1.0", "3.0")
+        assert (_flag(argv, "--amp"), _flag(argv, "--n_rounds")) == ("False", "20")  # as the figures were measured
         seen.add((method, n_clean, int(seed[1:])))
     assert seen == {(m, n, s) for m in ("sau", "kd") for n in (10, 50, 200, 500) for s in (0, 1, 2)}
 
@@ -57,7 +58,8 @@ def test_script_dry_run_adds_the_full_width_pass(tmp_path):
     wide = [line for line in lines if "record_small_budget_w64" in line]
     assert sum("attack --attack" in line for line in narrow) == 4 and sum("defend" in line for line in narrow) == 16
     assert [line.split("--defense_name ")[1].split()[0] for line in wide if "defend" in line] == ["sau_n10_s0", "kd_n10_s0"]
-    assert all(line.endswith("--width 64") for line in wide if "attack --attack" in line)
+    assert all(line.endswith("--width 64 --attack_amp False") for line in wide if "attack --attack" in line)
+    assert all(line.endswith("--attack_amp False") for line in narrow if "attack --attack" in line)  # fp32 records
     assert not (tmp_path / "bench_reports").exists()  # a dry run writes nothing
 
 
