@@ -170,6 +170,8 @@ def generate(settings: AttackSettings, record_dir: Path | str = DEFAULT_RECORD_D
 
     torch.manual_seed(settings.seed)
     precision = choose_precision("cpu", settings.amp)
+    if precision.dtype is None:  # fp32: the default memory format, so fp32 records stay what they were before bf16
+        precision = Precision("cpu", None, channels_last=False, note=precision.note)
     model = precision.prepare(create_model("preactresnet18", NUM_CLASSES, in_channels=1, width=settings.width))
     x, y = to_tensor(images), torch.from_numpy(labels)
     poisoned = torch.zeros(len(y), dtype=torch.bool)
