@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.helpers.scripts import load_bench_script
 
 SCRIPT = Path(__file__).resolve().parents[2] / "bench_scripts" / "demo_time.py"
 DEMO_OUT = """[demo] attack badnet -> SAU (sau_demo/record)
@@ -22,10 +23,7 @@ time per phase: attack 28.9 s, sau 45.0 s, sau/load 0.1 s, sau/unlearn 37.2 s, s
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("bench_demo_time", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("demo_time")
 
 
 def test_parse_reads_the_phases_and_the_table():

@@ -16,6 +16,7 @@ from sau_plugin.bench.execute import Grid, Ledger, command
 from sau_plugin.bench.local import default_workers, run_local
 from sau_plugin.errors import ConfigError, Preempted
 from tests.helpers.fake_runs import alive, events, fake_run, final, grid_of, ledger
+from tests.helpers.scripts import load_bench_script
 
 
 def local(tmp_path, runs, workers=2, **kw):
@@ -260,13 +261,7 @@ def test_the_command_without_ray_says_so_before_writing_anything(tmp_path, monke
 
 
 def test_the_overhead_script_runs_its_grid_with_each_executor(capsys):
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "bench_scripts" / "executor_overhead.py"
-    spec = importlib.util.spec_from_file_location("executor_overhead", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_bench_script("executor_overhead")
     assert module.main(["--runs", "10", "--workers", "2"]) == 0  # it asserts that every run ended done
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "10 no-op runs (2 attacks with 4 defenses each)"

@@ -4,20 +4,17 @@ table shows the ratios, and fp32 ends where the reference schedule ends (same ma
 from __future__ import annotations
 
 import pytest
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
+from tests.helpers.scripts import load_bench_script
 
 SPEED = Path(__file__).resolve().parents[2] / "bench_scripts" / "speed.py"
 
 
 def _speed_module():
-    spec = importlib.util.spec_from_file_location("bench_speed", SPEED)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("speed")
 
 
 @pytest.mark.slow

@@ -4,22 +4,18 @@ cannot silently rot), it works on a copy only, and its plumbing reports caught /
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import py_compile
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.helpers.scripts import load_bench_script
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("mutation_check", REPO / "bench_scripts" / "mutation_check.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["mutation_check"] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench_script("mutation_check")
 
 
 def _digest(root: Path) -> str:

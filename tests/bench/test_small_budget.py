@@ -3,7 +3,6 @@ script) and the script's aggregation of seeds (mean, spread, verdict on the bar,
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -13,15 +12,13 @@ import pytest
 
 from sau_plugin.bench import load_table
 from sau_plugin.bench.plan import Selection, plan
+from tests.helpers.scripts import load_bench_script
 
 SCRIPT = Path(__file__).resolve().parents[2] / "bench_scripts" / "small_budget.py"
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("small_budget", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench_script("small_budget")
 
 
 def _flag(argv, name):
