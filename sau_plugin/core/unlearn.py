@@ -187,6 +187,11 @@ class Unlearner:
             self._ref_cache = (images, torch.cat(preds))
         return self._ref_cache[1]
 
+    def _ask_stop(self) -> bool:
+        """The callbacks' ``should_stop``; under ``parallel`` decided by all ranks together."""
+        stop = self._callbacks.should_stop(self)
+        return stop if self.parallel is None else self.parallel.any(stop)
+
     def run_epoch(self, images: torch.Tensor, labels: torch.Tensor) -> Optional[Dict[str, float]]:
         """One pass over the clean subset in a seeded random order (the reference's shuffle=True).
 
@@ -209,8 +214,7 @@ class Unlearner:
                 p.totals[k] = p.totals.get(k, 0.0) + v
             p.next_batch += 1
             self._callbacks.on_batch_end(self, self.epoch, p.next_batch, stats)
-            stop = self._callbacks.should_stop(self)
-            if stop if self.parallel is None else self.parallel.any(stop):
+            if self._ask_stop():
                 self._stop_requested = True
                 if p.next_batch < n_batches:
                     return None
@@ -265,7 +269,7 @@ class Unlearner:
                     row["time_eval_s"] = time.perf_counter() - t1
                 self.history.append(row)
                 self._callbacks.on_epoch_end(self, row)
-                stopped = self._stop_requested
+                stopped = self._stop_requested or self._ask_stop()  # e.g. a signal during the evaluation
         finally:
             for m, training in modes:  # the caller's training mode, as torchattacks restores it
                 m.training = training

@@ -108,3 +108,24 @@ def test_on_fit_end_runs_when_fit_raises():
     with pytest.raises(NonFiniteLossError):
         _unlearner(_cfg()).fit(x, y, callbacks=[rec])
     assert rec.seen[-1] == ("fit_end", False)
+
+
+class StopAfterEpoch(Callback):
+    """Asks to stop once an epoch has ended (as a signal that came during the evaluation)."""
+
+    def __init__(self, epoch):
+        self.epoch, self.batches = epoch, 0
+
+    def on_batch_end(self, u, epoch, batch, stats):
+        self.batches += 1
+
+    def should_stop(self, u):
+        return u.progress is None and u.epoch == self.epoch
+
+
+def test_a_stop_asked_after_an_epoch_is_acted_on_before_the_next_batch():
+    stopper = StopAfterEpoch(1)
+    u = _unlearner(_cfg(n_rounds=3))
+    res = u.fit(*_data(), evaluate=lambda m: {"test_acc": 1.0}, callbacks=[stopper])
+    assert res.stopped and u.epoch == 1 and u.progress is None and len(res.history) == 1
+    assert stopper.batches == 3  # the batches of epoch 1 only: no batch of epoch 2 ran
