@@ -57,7 +57,23 @@ def test_script_dry_run_adds_the_full_width_pass(tmp_path):
     assert [line.split("--defense_name ")[1].split()[0] for line in wide if "defend" in line] == ["sau_n10_s0", "kd_n10_s0"]
     assert all(line.endswith("--width 64 --attack_amp False") for line in wide if "attack --attack" in line)
     assert all(line.endswith("--attack_amp False") for line in narrow if "attack --attack" in line)  # fp32 records
+    # the width-64 model gets BackdoorBench's lr (the demo's 3e-4 wrecks it); width 16 keeps the YAML's
+    assert all(line.endswith(" --lr 0.0001") for line in wide if "defend" in line)
+    assert not any("--lr" in line for line in narrow)
     assert not (tmp_path / "bench_reports").exists()  # a dry run writes nothing
+
+
+def test_script_passes_defense_args_to_both_passes_and_wide_args_to_the_wide_one(tmp_path):
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--dry-run", "--budgets", "10", "--seeds", "0",
+                           "--wide-budgets", "10", "--wide-seeds", "0", "--defense-args", "--adv_steps 3",
+                           "--wide-defense-args", "--lr 5e-5", "--python", sys.executable],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    defend = [line for line in proc.stdout.splitlines() if not line.startswith("#") and " defend " in line]
+    assert len(defend) == 4 * 2 + 2
+    for line in defend:
+        wide = "record_small_budget_w64" in line
+        assert line.endswith("--adv_steps 3 --lr 5e-5" if wide else "--adv_steps 3"), line
 
 
 def test_script_refuses_sizes_the_table_lacks(tmp_path):
