@@ -41,26 +41,6 @@ def max_overlap(tmp_path) -> int:
     return best
 
 
-def stopped_by_sigterm(tmp_path, execute, mode: str, sleep: float) -> float:
-    """Runs a1 then a1/d1 (``mode``, sleeping) and a1/d2 with ``execute``, SIGTERM to this process once a1/d1
-    has started; asserts the executor raised Preempted and returns how many seconds it took."""
-    runs = [fake_run(tmp_path, "a1"), fake_run(tmp_path, "a1/d1", mode, sleep=sleep, deps=("a1",), kind="defense"),
-            fake_run(tmp_path, "a1/d2", deps=("a1",), kind="defense")]
-
-    def stop_when_running():
-        for _ in range(int(sleep / 0.05)):
-            if any(e["run"] == "a1/d1" for e in events(tmp_path)):
-                os.kill(os.getpid(), signal.SIGTERM)
-                return
-            time.sleep(0.05)
-
-    threading.Thread(target=stop_when_running, daemon=True).start()
-    t0 = time.time()
-    with pytest.raises(Preempted, match="stopped by SIGTERM; run the same command again"):
-        execute(runs)
-    return time.time() - t0
-
-
 def test_local_runs_defenses_after_their_attack_n_at_a_time(tmp_path):
     grid, entries = local(tmp_path, grid_of(tmp_path, {}, sleep=0.3), workers=2)
     start, end = starts_and_ends(tmp_path)
@@ -164,8 +144,21 @@ def test_runs_get_the_thread_count(tmp_path, monkeypatch):
 
 
 def test_sigterm_to_the_executor_stops_the_runs_and_exits_preempted(tmp_path):
-    seconds = stopped_by_sigterm(tmp_path, lambda runs: local(tmp_path, runs, workers=1), "ok", sleep=30)
-    assert seconds < 20  # the sleeping run was stopped, not waited for
+    runs = [fake_run(tmp_path, "a1"), fake_run(tmp_path, "a1/d1", "ok", sleep=30, deps=("a1",), kind="defense"),
+            fake_run(tmp_path, "a1/d2", deps=("a1",), kind="defense")]
+
+    def stop_when_running():
+        for _ in range(400):
+            if any(e["run"] == "a1/d1" for e in events(tmp_path)):
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            time.sleep(0.05)
+
+    threading.Thread(target=stop_when_running, daemon=True).start()
+    t0 = time.time()
+    with pytest.raises(Preempted, match="stopped by SIGTERM; run the same command again"):
+        local(tmp_path, runs, workers=1)
+    assert time.time() - t0 < 20  # the sleeping run was stopped, not waited for
     last = final(ledger(tmp_path / "reports" / "t.runs.jsonl"))
     assert last["a1"]["status"] == "done" and last["a1/d1"]["status"] in ("stopped", "failed")
     assert last["a1/d2"]["status"] == "stopped"
@@ -235,9 +228,22 @@ def test_ray_retries_a_task_whose_worker_was_killed(ray_local, tmp_path):
 
 
 def test_sigterm_to_the_ray_driver_lets_the_runs_checkpoint_and_exits_preempted(ray_local, tmp_path):
+    runs = [fake_run(tmp_path, "a1"), fake_run(tmp_path, "a1/d1", "trap", sleep=600, deps=("a1",), kind="defense"),
+            fake_run(tmp_path, "a1/d2", deps=("a1",), kind="defense")]
     before = signal.getsignal(signal.SIGTERM)
-    seconds = stopped_by_sigterm(tmp_path, lambda runs: by_ray(tmp_path, runs, workers=1), "trap", sleep=600)
-    assert seconds < 300  # the sleeping run was stopped, not waited for (Ray is slow on a busy machine)
+
+    def stop_when_running():
+        for _ in range(1200):
+            if any(e["run"] == "a1/d1" for e in events(tmp_path)):
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            time.sleep(0.05)
+
+    threading.Thread(target=stop_when_running, daemon=True).start()
+    t0 = time.time()
+    with pytest.raises(Preempted, match="stopped by SIGTERM; run the same command again"):
+        by_ray(tmp_path, runs, workers=1)
+    assert time.time() - t0 < 300  # the sleeping run was stopped, not waited for (Ray is slow on a busy machine)
     mine = [e for e in events(tmp_path) if e["run"] == "a1/d1"]
     assert [e["what"] for e in mine] == ["start", "sigterm"]  # told to stop, so it saved its checkpoint
     assert not alive(mine[0]["pid"]) and (tmp_path / "rec" / "a1_d1" / "out" / "last.pt").exists()
