@@ -23,12 +23,6 @@ MAX_REQUEUES = 3  # a run preempted more often than this counts as failed
 FINAL = ("done", "skipped", "failed", "blocked", "stopped")
 
 
-def stopped_by(signum: int) -> Preempted:
-    """What either executor raises when SIGTERM or SIGINT stopped the grid itself."""
-    return Preempted(f"the grid was stopped by {signal.Signals(signum).name}; run the same command again to "
-                     f"continue (finished runs are skipped, interrupted plugin runs resume)")
-
-
 def _path(run: Run, rel: str) -> str:
     return os.path.join(run.cwd, rel)
 

@@ -11,8 +11,8 @@ import threading
 import time
 from typing import Dict, List, Optional, Tuple
 
-from ..errors import ConfigError
-from .execute import Grid, child_env, command, host_name, launch, stopped_by
+from ..errors import ConfigError, Preempted
+from .execute import Grid, command, child_env, host_name, launch
 from .plan import Run
 
 WAKE_S = 0.5  # the loop wakes at once when a run ends; this bounds a wait otherwise
@@ -101,4 +101,5 @@ def run_local(grid: Grid, workers: int, gpus_per_run: Optional[int] = None, thre
         else:
             grid.block(run, "its dependencies never settled")
     if stop:
-        raise stopped_by(stop[0])
+        raise Preempted(f"the grid was stopped by {signal.Signals(stop[0]).name}; run the same command again to "
+                        f"continue (finished runs are skipped, interrupted plugin runs resume)")

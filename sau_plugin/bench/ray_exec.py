@@ -5,20 +5,16 @@ after the attack; Ray retries a task whose worker or node died. Ray is an option
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import threading
 import time
 import uuid
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
-from ..errors import ConfigError
-from .execute import Grid, child_env, command, is_done, launch, stopped_by
+from ..errors import ConfigError, Preempted
+from .execute import Grid, child_env, command, is_done, launch
 from .plan import Run
 
 MAX_RETRIES = 3  # Ray re-runs a task whose worker process or node died this often
 POLL_S = 0.2
-GRACE_S = 60  # a stopped grid's runs get this long to checkpoint (a plugin run does so after its batch)
 
 
 def import_ray():
@@ -43,18 +39,7 @@ def _run_task(run: Run, threads: int, events, dep: Optional[Dict[str, Any]] = No
     argv = command(run)
     start = time.time()
     events.put((run.id, argv, host, device, start))
-    proc = launch(run, argv, child_env(os.environ, threads))
-    try:
-        while True:  # waits in short slices: Ray's cancel interrupts Python code, not a blocking waitpid
-            try:
-                rc = proc.wait(timeout=1.0)
-                break
-            except subprocess.TimeoutExpired:
-                pass
-    except KeyboardInterrupt:  # ray.cancel: the grid stops; the run checkpoints and exits 75 on SIGTERM
-        proc.send_signal(signal.SIGTERM)
-        proc.wait()
-        raise
+    rc = launch(run, argv, child_env(os.environ, threads)).wait()
     return {"run": run.id, "ok": rc == 0 and is_done(run), "rc": rc, "argv": argv, "host": host, "device": device,
             "start": start, "end": time.time()}
 
@@ -107,18 +92,12 @@ def run_ray(grid: Grid, record_dir: str, address: Optional[str] = None, workers:
     from ray.util.queue import Queue
 
     cpus = max((cpus_per_run or r.cpus for r in grid.runs), default=1)
-    stop: List[int] = []
-    previous = {}
-    if threading.current_thread() is threading.main_thread():  # Python only lets the main thread handle signals
-        previous = {s: signal.signal(s, lambda signum, _frame: stop.append(signum))
-                    for s in (signal.SIGTERM, signal.SIGINT)}
-    started_here = False
-    refs: Dict[Any, Run] = {}
+    started_here = connect(ray, address, num_cpus=max(1, workers) * max(1, cpus))
     try:
-        started_here = connect(ray, address, num_cpus=max(1, workers) * max(1, cpus))
         check_shared_storage(ray, os.path.abspath(record_dir))
         events = Queue()
         task = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False)(_run_task)
+        refs: Dict[Any, Run] = {}
         by_run: Dict[str, Any] = {}
 
         def submit(run: Run) -> None:
@@ -139,7 +118,7 @@ def run_ray(grid: Grid, record_dir: str, address: Optional[str] = None, workers:
             if grid.state[run.id] == "pending":
                 submit(run)
         starts: Dict[str, tuple] = {}
-        while refs and not stop:
+        while refs:
             done, _ = ray.wait(list(refs), num_returns=1, timeout=POLL_S)
             while not events.empty():
                 run_id, argv, host, device, start = events.get_nowait()
@@ -149,30 +128,15 @@ def run_ray(grid: Grid, record_dir: str, address: Optional[str] = None, workers:
             for ref in done:
                 run = refs.pop(ref)
                 _settle(ray, grid, run, ref, starts.get(run.id), submit)
-    except KeyboardInterrupt:  # SIGINT where no handler could be installed
-        stop.append(signal.SIGINT)
+    except KeyboardInterrupt:
+        for ref in list(refs):
+            ray.cancel(ref, force=True)
+        for run in grid.unsettled():
+            grid.stopped(run)
+        raise Preempted("the grid was interrupted; run the same command again to continue") from None
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        if stop:
-            _stop_tasks(ray, list(refs))
-            for run in grid.unsettled():
-                grid.stopped(run)
         if started_here:
             ray.shutdown()
-    if stop:
-        raise stopped_by(stop[0])
-
-
-def _stop_tasks(ray, refs: List[Any]) -> None:
-    """Cancel every task: a running one sends its run SIGTERM and waits for it (a plugin run checkpoints
-    and exits 75), for up to GRACE_S; then whatever is left is killed."""
-    for ref in refs:
-        ray.cancel(ref)
-    if refs:
-        ray.wait(refs, num_returns=len(refs), timeout=GRACE_S)
-    for ref in refs:
-        ray.cancel(ref, force=True)
 
 
 def _settle(ray, grid: Grid, run: Run, ref, start: Optional[tuple], submit) -> None:

@@ -227,32 +227,6 @@ def test_ray_retries_a_task_whose_worker_was_killed(ray_local, tmp_path):
     assert len(starts) == 2 and starts[1]["resumed"] is False  # its folder held nothing to resume
 
 
-def test_sigterm_to_the_ray_driver_lets_the_runs_checkpoint_and_exits_preempted(ray_local, tmp_path):
-    runs = [fake_run(tmp_path, "a1"), fake_run(tmp_path, "a1/d1", "trap", sleep=600, deps=("a1",), kind="defense"),
-            fake_run(tmp_path, "a1/d2", deps=("a1",), kind="defense")]
-    before = signal.getsignal(signal.SIGTERM)
-
-    def stop_when_running():
-        for _ in range(1200):
-            if any(e["run"] == "a1/d1" for e in events(tmp_path)):
-                os.kill(os.getpid(), signal.SIGTERM)
-                return
-            time.sleep(0.05)
-
-    threading.Thread(target=stop_when_running, daemon=True).start()
-    t0 = time.time()
-    with pytest.raises(Preempted, match="stopped by SIGTERM; run the same command again"):
-        by_ray(tmp_path, runs, workers=1)
-    assert time.time() - t0 < 300  # the sleeping run was stopped, not waited for (Ray is slow on a busy machine)
-    mine = [e for e in events(tmp_path) if e["run"] == "a1/d1"]
-    assert [e["what"] for e in mine] == ["start", "sigterm"]  # told to stop, so it saved its checkpoint
-    assert not alive(mine[0]["pid"]) and (tmp_path / "rec" / "a1_d1" / "out" / "last.pt").exists()
-    last = final(ledger(tmp_path / "reports" / "t.runs.jsonl"))
-    assert last["a1"]["status"] == "done" and last["a1/d1"]["status"] == "stopped"
-    assert last["a1/d2"]["status"] in ("stopped", "done")  # the executor may have given it the other CPU
-    assert signal.getsignal(signal.SIGTERM) is before  # the driver's own handler is put back
-
-
 def test_ray_checks_that_every_node_sees_the_record_folder(ray_local, tmp_path, monkeypatch):
     from sau_plugin.bench import ray_exec
 

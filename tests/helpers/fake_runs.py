@@ -1,5 +1,5 @@
 """Fake runs for the executor tests: a tiny script that succeeds, fails, sleeps, exits 75 until it is
-given --resume (or on SIGTERM, mode ``trap``), or writes no marker, and logs its start, end, pid and GPUs to one events file."""
+given --resume, or writes no marker, and logs its start, end, pid and GPUs to one events file."""
 
 from __future__ import annotations
 
@@ -21,18 +21,10 @@ SCRIPT = textwrap.dedent('''
             f.write(json.dumps({"run": args["--id"], "what": what, "t": time.time(), "pid": os.getpid(),
                                 "gpus": os.environ.get("CUDA_VISIBLE_DEVICES"), "resumed": resumed,
                                 "threads": os.environ.get("OMP_NUM_THREADS")}) + "\\n")
-    mode = args.get("--mode", "ok")
-    if mode == "trap":  # as a plugin run: SIGTERM saves a checkpoint and exits 75
-        import signal
-        def on_term(signum, frame):
-            os.makedirs(args["--out"], exist_ok=True)
-            open(os.path.join(args["--out"], "last.pt"), "w").close()
-            event("sigterm")
-            sys.exit(75)
-        signal.signal(signal.SIGTERM, on_term)
     event("start")
     print("fake run", args["--id"], flush=True)
     time.sleep(float(args.get("--sleep", 0)))
+    mode = args.get("--mode", "ok")
     if mode == "fail":
         sys.exit(3)
     if mode == "preempt" and not resumed:
